@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from realtime.models import ConnectionSession
+
+
+class OpenNowFilter(admin.SimpleListFilter):
+    title = "open now"
+    parameter_name = "open"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+        return [("yes", "open"), ("no", "closed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ConnectionSession]) -> QuerySet[ConnectionSession]:
+        if self.value() == "yes":
+            return queryset.filter(disconnected_at__isnull=True)
+        if self.value() == "no":
+            return queryset.filter(disconnected_at__isnull=False)
+        return queryset
+
+
+@admin.register(ConnectionSession)
+class ConnectionSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = (
+        "id",
+        "user",
+        "server_id",
+        "remote_addr",
+        "connected_at",
+        "disconnected_at",
+        "close_code",
+        "close_reason",
+        "messages_in",
+        "messages_out",
+    )
+    list_filter = (OpenNowFilter, "server_id", "close_code", "connected_at")
+    search_fields = ("id", "user__username", "remote_addr", "origin", "user_agent")
+    list_select_related = ("user",)
+    date_hierarchy = "connected_at"
+    readonly_fields = [f.name for f in ConnectionSession._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

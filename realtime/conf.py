@@ -1,0 +1,105 @@
+"""Typed ``REALTIME_*`` settings (PROTOCOL.md section 1), read from the environment once.
+
+``project/settings.py`` builds one :class:`RealtimeSettings` with :meth:`from_env`
+and stores it as ``settings.REALTIME``; everything else reads it through
+:func:`realtime_settings`, never through ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_ALLOWED_ORIGINS = ("http://localhost:8000", "http://127.0.0.1:8000")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot run with."""
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if not value >= minimum:  # also rejects NaN
+        raise SettingsError(f"{name}={raw!r}: must be >= {minimum:g}")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: must be >= {minimum}")
+    return value
+
+
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("REALTIME_ALLOWED_ORIGINS")
+    if raw is None:
+        return DEFAULT_ALLOWED_ORIGINS
+    return tuple(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeSettings:
+    allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
+    idle_timeout: float = 300.0
+    max_message_bytes: int = 1_048_576
+    rate_limit: float = 200.0
+    send_queue: int = 1000
+    send_queue_bytes: int = 4_194_304
+    heartbeat_interval: float = 25.0
+    heartbeat_timeout: float = 20.0
+    access_token_ttl: int = 300
+    server_id: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RealtimeSettings:
+        return cls(
+            allowed_origins=_origins(env),
+            idle_timeout=_number(env, "REALTIME_IDLE_TIMEOUT", 300.0, minimum=0.001),
+            max_message_bytes=_integer(env, "REALTIME_MAX_MESSAGE_BYTES", 1_048_576, minimum=64),
+            rate_limit=_number(env, "REALTIME_RATE_LIMIT", 200.0, minimum=0),
+            send_queue=_integer(env, "REALTIME_SEND_QUEUE", 1000, minimum=1),
+            send_queue_bytes=_integer(env, "REALTIME_SEND_QUEUE_BYTES", 4_194_304, minimum=1024),
+            heartbeat_interval=_number(env, "REALTIME_HEARTBEAT_INTERVAL", 25.0, minimum=0.001),
+            heartbeat_timeout=_number(env, "REALTIME_HEARTBEAT_TIMEOUT", 20.0, minimum=0.001),
+            access_token_ttl=_integer(env, "JWT_ACCESS_TTL", 300, minimum=1),
+            server_id=env.get("REALTIME_SERVER_ID") or None,
+        )
+
+    def origin_allowed(self, origin: str) -> bool:
+        return "*" in self.allowed_origins or origin.rstrip("/").lower() in self.allowed_origins
+
+
+def realtime_settings() -> RealtimeSettings:
+    from django.conf import settings
+
+    value: RealtimeSettings = settings.REALTIME
+    return value
+
+
+_server_id: str | None = None
+
+
+def set_server_id(value: str) -> None:
+    """Called once by ``manage.py serve`` when the listening port is known."""
+    global _server_id
+    _server_id = value
+
+
+def server_id() -> str:
+    """``REALTIME_SERVER_ID``, else ``hostname:port`` as set by ``serve``, else the hostname."""
+    import socket
+
+    return realtime_settings().server_id or _server_id or socket.gethostname()

@@ -1,0 +1,242 @@
+"""RealtimeConsumer: the I/O side of one WebSocket connection.
+
+It authenticates from what ``JwtAuthMiddleware`` put in the scope, records the
+session, feeds every frame to the pure :class:`ProtocolSession`, awaits handlers,
+and sends exactly one reply per client message, in arrival order. Idle and
+token-expiry deadlines are ``loop.call_at`` handles, not tasks: an idle connection
+costs two timer handles, and a message only updates a float.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import uuid
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from realtime.conf import realtime_settings, server_id
+from realtime.handlers import HANDLERS, iso_utc
+from realtime.log import ConnectionLog
+from realtime.origin import scope_origin
+from realtime.protocol import CLOSE_CODE_FOR, CloseReason, Command, Immediate, ProtocolSession, render_push
+from realtime.protocol.errors import ProtocolError
+from realtime.services import connection_session_close, connection_session_open
+
+logger = logging.getLogger("realtime.connection")
+
+PROTOCOL_VERSION = 1
+# How long before expiry ``auth.expiring`` is pushed: 30 s, or half the remaining
+# lifetime for short-lived tokens, so a client always has time to refresh.
+EXPIRY_WARNING_LEAD = 30.0
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a timer's async follow-up; the set keeps the task referenced until it ends."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+class RealtimeConsumer(AsyncWebsocketConsumer):
+    protocol: ProtocolSession | None = None
+    user: Any = None
+    closing = False
+    close_reason: str = ""
+    messages_in = 0
+    messages_out = 0
+    _idle_timer: asyncio.TimerHandle | None = None
+    _expiry_timer: asyncio.TimerHandle | None = None
+    _token_expires_at: datetime | None = None
+
+    async def connect(self) -> None:
+        self.session_id = uuid.uuid4()
+        self._loop = asyncio.get_running_loop()
+        self._settings = realtime_settings()
+        self.log = ConnectionLog(logger, {"conn": str(self.session_id), "server": server_id()})
+
+        failure: CloseReason | None = self.scope.get("auth_failure")
+        if failure is not None:
+            await self.accept()
+            self.log.info("connection refused", extra={"event": "connect", "close_reason": failure.value})
+            await self.close_with(failure)
+            return
+
+        user = self.user = self.scope["user"]
+        self.log.extra = {**(self.log.extra or {}), "user": user.username, "user_id": user.pk}
+        client = self.scope.get("client") or ("", 0)
+        await connection_session_open(
+            session_id=self.session_id,
+            user=user,
+            server_id=server_id(),
+            remote_addr=str(client[0]),
+            origin=scope_origin(self.scope) or "",
+            user_agent=_header(self.scope, b"user-agent"),
+        )
+        self.protocol = ProtocolSession(is_staff=user.is_staff)
+        await self.accept()
+        settings = self._settings
+        await self.send_frame(
+            render_push(
+                "session.welcome",
+                {
+                    "session_id": str(self.session_id),
+                    "user": {"id": user.pk, "username": user.username, "is_staff": user.is_staff},
+                    "server": server_id(),
+                    "protocol": PROTOCOL_VERSION,
+                    "heartbeat_interval": _number(settings.heartbeat_interval),
+                    "idle_timeout": _number(settings.idle_timeout),
+                    "max_message_bytes": settings.max_message_bytes,
+                    "token_expires_at": iso_utc(self.scope["token_expires_at"]),
+                },
+            )
+        )
+        self._last_rx = self._loop.time()
+        self._idle_timer = self._loop.call_at(self._last_rx + settings.idle_timeout, self._idle_fired)
+        self.extend_session(self.scope["token_expires_at"])
+        self.log.info("connected", extra={"event": "connect", "remote": str(client[0])})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        protocol = self.protocol
+        if protocol is None or self.closing:
+            return
+        self._last_rx = self._loop.time()
+        self.messages_in += 1
+        outcome = protocol.receive_bytes() if text_data is None else protocol.receive_text(text_data)
+        if isinstance(outcome, Immediate):
+            if outcome.error is not None:
+                self._log_error(outcome.error, outcome.event, outcome.ref, outcome.seq)
+            await self.send_frame(outcome.reply)
+        else:
+            await self.send_frame(await self._run(protocol, outcome))
+
+    async def _run(self, protocol: ProtocolSession, command: Command) -> str:
+        try:
+            result = await HANDLERS[command.event](self, command.data)
+        except Exception as exc:
+            if isinstance(exc, ProtocolError):
+                self._log_error(exc, command.event, command.ref, command.seq)
+            else:
+                self.log.exception(
+                    "handler failed",
+                    extra={"event": command.event, "ref": command.ref, "seq": command.seq, "code": "internal_error"},
+                )
+            return protocol.fail(command, exc)
+        return protocol.complete(command, result)
+
+    def _log_error(self, error: ProtocolError, event: str | None, ref: str | None, seq: int | None) -> None:
+        self.log.info(
+            "client error",
+            extra={"event": event, "ref": ref, "seq": seq, "code": error.code.value, "detail": error.message[:200]},
+        )
+
+    async def send_frame(self, text: str) -> None:
+        if self.closing:
+            return
+        self.messages_out += 1
+        try:
+            await self.send(text_data=text)
+        except OSError:
+            # The peer is gone; the server's websocket.disconnect follows and cleans up.
+            self.closing = True
+
+    async def close_with(self, reason: CloseReason) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.close_reason = reason.value
+        self._cancel_timers()
+        with contextlib.suppress(OSError):  # the peer is already gone
+            await self.close(code=int(CLOSE_CODE_FOR[reason]), reason=reason.value)
+
+    # Deadlines -----------------------------------------------------------------------
+
+    def _idle_fired(self) -> None:
+        deadline = self._last_rx + self._settings.idle_timeout
+        if self._loop.time() >= deadline:
+            self._idle_timer = None
+            _spawn(self.close_with(CloseReason.IDLE_TIMEOUT))
+        else:
+            self._idle_timer = self._loop.call_at(deadline, self._idle_fired)
+
+    def extend_session(self, expires_at: datetime) -> None:
+        """(Re)arm the token deadline: ``auth.expiring`` first, then close 4401 ``token_expired``."""
+        self._token_expires_at = expires_at
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        remaining = self._seconds_left()
+        lead = min(EXPIRY_WARNING_LEAD, remaining / 2)
+        self._expiry_timer = self._loop.call_at(self._loop.time() + remaining - lead, self._token_expiring)
+
+    def _seconds_left(self) -> float:
+        assert self._token_expires_at is not None
+        return (self._token_expires_at - datetime.now(UTC)).total_seconds()
+
+    def _token_expiring(self) -> None:
+        remaining = self._seconds_left()
+        if remaining > 0:
+            _spawn(self.send_frame(render_push("auth.expiring", {"expires_in": math.ceil(remaining)})))
+        self._expiry_timer = self._loop.call_at(self._loop.time() + max(remaining, 0), self._token_expired)
+
+    def _token_expired(self) -> None:
+        # Timers may fire a clock tick early; wait out the remainder rather than warn twice.
+        remaining = self._seconds_left()
+        if remaining > 0:
+            self._expiry_timer = self._loop.call_at(self._loop.time() + remaining, self._token_expired)
+            return
+        self._expiry_timer = None
+        _spawn(self.close_with(CloseReason.TOKEN_EXPIRED))
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._idle_timer, self._expiry_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._expiry_timer = None
+
+    # Teardown ------------------------------------------------------------------------
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        self.closing = True
+        self._cancel_timers()
+        code = message.get("code")
+        reason = message.get("reason") or self.close_reason
+        if self.protocol is not None:
+            try:
+                await connection_session_close(
+                    session_id=self.session_id,
+                    close_code=code,
+                    close_reason=reason,
+                    messages_in=self.messages_in,
+                    messages_out=self.messages_out,
+                )
+            finally:
+                self.log.info(
+                    "disconnected",
+                    extra={
+                        "event": "disconnect",
+                        "close_code": code,
+                        "close_reason": reason,
+                        "messages_in": self.messages_in,
+                        "messages_out": self.messages_out,
+                    },
+                )
+        raise StopConsumer()

@@ -1,0 +1,32 @@
+"""OriginGuard: refuses the upgrade (HTTP 403) for browser origins not in REALTIME_ALLOWED_ORIGINS.
+
+Unlike Channels' ``OriginValidator``, a request without ``Origin`` passes: only
+browsers send it, and non-browser clients authenticate with their token alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.security.websocket import WebsocketDenier
+
+from realtime.conf import realtime_settings
+
+
+def scope_origin(scope: dict[str, Any]) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"origin":
+            return str(value.decode("latin-1"))
+    return None
+
+
+class OriginGuard:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.deny = WebsocketDenier.as_asgi()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        origin = scope_origin(scope)
+        if origin is not None and not realtime_settings().origin_allowed(origin):
+            return await self.deny(scope, receive, send)
+        return await self.app(scope, receive, send)

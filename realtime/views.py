@@ -1,0 +1,63 @@
+"""HTTP endpoints of the realtime service: health, readiness, and the plain-HTTP answer on /ws/."""
+
+from __future__ import annotations
+
+import asyncio
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+# /readyz must answer within 10 s of a failure (PROTOCOL.md section 1); each probe gets less.
+PROBE_TIMEOUT = 3.0
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def _database_ping() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+async def _database_state() -> str:
+    try:
+        await asyncio.wait_for(database_sync_to_async(_database_ping)(), PROBE_TIMEOUT)
+    except Exception:
+        return "unavailable"
+    return "ok"
+
+
+async def _broker_state() -> str:
+    layer = get_channel_layer()
+    if layer is None:
+        return "unavailable"
+    connection_for = getattr(layer, "connection", None)
+    if connection_for is None:  # the in-memory layer lives in this process
+        return "ok"
+    try:
+        await asyncio.wait_for(connection_for(0).ping(), PROBE_TIMEOUT)
+    except Exception:
+        return "unavailable"
+    return "ok"
+
+
+async def readyz(request: HttpRequest) -> JsonResponse:
+    database, broker = await asyncio.gather(_database_state(), _broker_state())
+    ok = database == "ok" and broker == "ok"
+    return JsonResponse({"database": database, "broker": broker}, status=200 if ok else 503)
+
+
+def websocket_required(request: HttpRequest) -> JsonResponse:
+    response = JsonResponse(
+        {
+            "code": "upgrade_required",
+            "message": "this endpoint speaks WebSocket only: send an Upgrade: websocket handshake",
+        },
+        status=426,
+    )
+    response["Upgrade"] = "websocket"
+    response["Connection"] = "Upgrade"
+    return response

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite from scratch: .venv with pinned dependencies, real PostgreSQL and
+# Redis servers, then pytest (unit, integration, e2e against real `manage.py serve`
+# processes). Extra arguments go to pytest, e.g. scripts/test.sh -m slow.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh requirements-dev.txt
+services_dir=$(mktemp -d /tmp/realtime-test-services.XXXXXX)
+trap 'scripts/services.sh stop "$services_dir"' EXIT
+eval "$(scripts/services.sh start "$services_dir")"
+export DATABASE_URL="$REALTIME_TEST_POSTGRES_URL"
+unset REDIS_URL DJANGO_SECRET_KEY
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+exit "$status"

@@ -1,0 +1,100 @@
+"""Real ``manage.py serve`` processes against a real database (PostgreSQL when the test
+command started one, else a temporary SQLite file), after daphne's ``DaphneProcess``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import PASSWORD, PYTHON, REPO, ServerProcess, base_env
+
+SEED = f"""
+import json
+from accounts.models import User
+ids = {{}}
+for name, staff, active in [("alice", False, True), ("bob", False, True), ("carol", False, False),
+                            ("admin", True, True)]:
+    user = User.objects.create_user(username=name, password={PASSWORD!r}, is_staff=staff, is_active=active)
+    ids[name] = user.pk
+print("USERS=" + json.dumps(ids))
+"""
+
+
+@dataclass(frozen=True)
+class E2EDatabase:
+    url: str
+    user_ids: dict[str, int]
+
+
+@pytest.fixture(scope="session")
+def e2e_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EDatabase]:
+    postgres = os.environ.get("REALTIME_TEST_POSTGRES_URL")
+    name = f"e2e_{uuid.uuid4().hex[:10]}"
+    if postgres:
+        import psycopg
+
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = postgres.rsplit("/", 1)[0] + f"/{name}"
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'e2e.sqlite3'}"
+    env = base_env(url)
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True)
+    out = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", SEED], cwd=REPO, env=env, check=True, capture_output=True, text=True
+    ).stdout
+    ids = json.loads(next(line for line in out.splitlines() if line.startswith("USERS="))[6:])
+    yield E2EDatabase(url=url, user_ids=ids)
+    if postgres:
+        import psycopg
+
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture(scope="session")
+def _session_servers(e2e_db: E2EDatabase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def _start(e2e_db: E2EDatabase, log_dir: Path, settings: dict[str, str]) -> ServerProcess:
+    log = log_dir / f"server-{uuid.uuid4().hex[:8]}.log"
+    return ServerProcess(env=base_env(e2e_db.url, **settings), log_path=log).start()
+
+
+@pytest.fixture(scope="session")
+def server(
+    e2e_db: E2EDatabase, _session_servers: list[ServerProcess], tmp_path_factory: pytest.TempPathFactory
+) -> ServerProcess:
+    """One server with the contract's default settings, shared by the session."""
+    proc = _start(e2e_db, tmp_path_factory.mktemp("logs"), {})
+    _session_servers.append(proc)
+    return proc
+
+
+@pytest.fixture
+def server_factory(e2e_db: E2EDatabase, tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start servers with custom REALTIME_* settings; each is stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def start(**settings: str) -> ServerProcess:
+        proc = _start(e2e_db, tmp_path, settings)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

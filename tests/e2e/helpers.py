@@ -1,0 +1,222 @@
+"""Helpers for end-to-end tests: real server processes, real sockets, the real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import scaled
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
+SECRET_KEY = "e2e-test-secret-key-0123456789abcdef0123456789abcdef"
+PASSWORD = "correct-horse-battery-staple"
+
+
+def base_env(database_url: str, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REALTIME_", "JWT_", "REDIS_URL"))}
+    env.update(
+        DATABASE_URL=database_url,
+        DJANGO_SECRET_KEY=SECRET_KEY,
+        PYTHONUNBUFFERED="1",
+        DJANGO_SETTINGS_MODULE="project.settings",
+    )
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class ServerProcess:
+    """One ``manage.py serve --port 0`` process; ``start`` waits for its ``listening on`` line."""
+
+    env: dict[str, str]
+    log_path: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    stdout_lines: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        self.log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [PYTHON, "manage.py", "serve", "--host", self.host, "--port", "0"],
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=self.log_file,
+        )
+        assert self.proc.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + scaled(timeout)
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=0.2):
+                if self.proc.poll() is not None:
+                    break
+                continue
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                break
+            self.stdout_lines.append(line)
+            if line.startswith("listening on "):
+                self.port = int(line.rsplit(":", 1)[1])
+                return self
+        self.stop()
+        raise RuntimeError(f"server did not start:\n{self.log_text()}")
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws/"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=scaled(timeout))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.log_file.close()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def http_json(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback test URL
+    request.add_header("Content-Type", "application/json")
+    for key, value in (headers or {}).items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=scaled(10)) as response:  # noqa: S310
+            raw = response.read()
+            return response.status, dict(response.headers), json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = raw.decode(errors="replace")
+        return exc.code, dict(exc.headers), parsed
+
+
+def obtain_tokens(server: ServerProcess, username: str, password: str = PASSWORD) -> dict[str, str]:
+    status, _, body = http_json(
+        "POST", f"{server.http_url}/api/auth/token/", {"username": username, "password": password}
+    )
+    assert status == 200, body
+    return dict(body)
+
+
+def mint_token(user_id: int, *, expires_in: float, key: str = SECRET_KEY, token_type: str = "access") -> str:
+    """An HS256 token shaped like simplejwt's, for expired, forged and short-lived cases."""
+    now = int(time.time())
+    claims = {
+        "token_type": token_type,
+        "exp": int(now + expires_in),
+        "iat": now,
+        "jti": os.urandom(8).hex(),
+        "user_id": str(user_id),
+    }
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def raw_http(port: int, request: bytes, host: str = "127.0.0.1", timeout: float = 5.0) -> tuple[int, bytes, bytes]:
+    """Send raw bytes, return (status, header block, body) of the first response."""
+    with socket.create_connection((host, port), timeout=scaled(timeout)) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    status = int(head.split(b" ", 2)[1])
+    return status, head, body
+
+
+async def connect(server: ServerProcess, token: str | None = None, **kwargs: Any) -> ClientConnection:
+    url = server.ws_url if token is None else f"{server.ws_url}?token={token}"
+    return await ws_connect(url, open_timeout=scaled(10), **kwargs)
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    import asyncio
+
+    raw = await asyncio.wait_for(ws.recv(), scaled(timeout))
+    value: dict[str, Any] = orjson.loads(raw)
+    return value
+
+
+async def call(ws: ClientConnection, frame: dict[str, Any] | str, timeout: float = 5.0) -> dict[str, Any]:
+    await ws.send(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+    return await recv_json(ws, timeout)
+
+
+async def expect_close(ws: ClientConnection, timeout: float = 10.0) -> tuple[int | None, str | None, list[Any]]:
+    """Wait for the server to close; return (code, reason, frames received before the close)."""
+    import asyncio
+
+    frames: list[Any] = []
+    try:
+        async with asyncio.timeout(scaled(timeout)):
+            while True:
+                frames.append(orjson.loads(await ws.recv()))
+    except ConnectionClosed:
+        pass
+    assert ws.close_code is not None, "the server did not close the connection"
+    return ws.close_code, ws.close_reason, frames
+
+
+def db_query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the server's database directly (SQLite file or PostgreSQL)."""
+    if database_url.startswith("sqlite:"):
+        import sqlite3
+
+        path = database_url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as conn:
+            return list(conn.execute(sql.replace("%s", "?"), params).fetchall())
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        return list(conn.execute(sql, params).fetchall())
