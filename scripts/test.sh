@@ -10,6 +10,10 @@ trap 'scripts/services.sh stop "$services_dir"' EXIT
 eval "$(scripts/services.sh start "$services_dir")"
 export DATABASE_URL="$REALTIME_TEST_POSTGRES_URL"
 unset REDIS_URL DJANGO_SECRET_KEY
+# Quality gates first: they are fast and a red one means nothing should land.
+.venv/bin/ruff format --check --quiet .
+.venv/bin/ruff check --quiet .
+.venv/bin/mypy . 2>/dev/null | tail -n 1
 status=0
 .venv/bin/python -m pytest "$@" || status=$?
 exit "$status"

@@ -86,7 +86,14 @@ class ProtocolSession:
         return Immediate(render_error(error), error)
 
     def complete(self, command: Command, ack_data: Any) -> str:
-        return self._record(command.seq, render_ack(command.ref, command.seq, ack_data))
+        try:
+            reply = render_ack(command.ref, command.seq, ack_data)
+        except TypeError:
+            # orjson writes at most 254 levels of nesting but reads 1024; an echo of
+            # deeper data must still get its one reply.
+            error = ValidationFailed("data: nested too deeply to send back", fields={"data": "nested too deeply"})
+            return self._refuse(error, command.event, command.ref, command.seq).reply
+        return self._record(command.seq, reply)
 
     def fail(self, command: Command, exc: BaseException) -> str:
         error = exc if isinstance(exc, ProtocolError) else InternalError()
