@@ -3,11 +3,14 @@ from django.urls import path
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from realtime import views
+from realtime.api import ResourceDetailView, ResourceListView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/token/", TokenObtainPairView.as_view(), name="token_obtain"),
     path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
+    path("api/resources/", ResourceListView.as_view(), name="resource_list"),
+    path("api/resources/<int:pk>/", ResourceDetailView.as_view(), name="resource_detail"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("ws/", views.websocket_required, name="websocket_required"),

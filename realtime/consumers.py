@@ -5,6 +5,14 @@ session, feeds every frame to the pure :class:`ProtocolSession`, awaits handlers
 and sends exactly one reply per client message, in arrival order. Idle and
 token-expiry deadlines are ``loop.call_at`` handles, not tasks: an idle connection
 costs two timer handles, and a message only updates a float.
+
+Outgoing frames: a reply with nothing queued ahead of it is sent directly; pushes
+(fan-out, replays, announcements) go through the bounded :class:`SendQueue`, drained
+by a writer task that exists only while there is something to write and that waits
+on the transport's backpressure. Overflow closes with 1013 ``slow_consumer``.
+
+The consumer joins no channel-layer group itself: the process's hub does that once
+per stream (``fanout.py``), so a connection costs no layer channel and no receive task.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from realtime.conf import realtime_settings, server_id
-from realtime.handlers import HANDLERS, iso_utc
+from realtime.fanout import Subscription, get_hub
+from realtime.flow_control import SendQueue
+from realtime.handlers import HANDLERS, AckThen, iso_utc
 from realtime.log import ConnectionLog
 from realtime.origin import scope_origin
 from realtime.protocol import CLOSE_CODE_FOR, CloseReason, Command, Immediate, ProtocolSession, render_push
@@ -60,6 +70,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
 class RealtimeConsumer(AsyncWebsocketConsumer):
     protocol: ProtocolSession | None = None
     user: Any = None
+    user_id = 0
     closing = False
     close_reason: str = ""
     messages_in = 0
@@ -67,6 +78,22 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     _idle_timer: asyncio.TimerHandle | None = None
     _expiry_timer: asyncio.TimerHandle | None = None
     _token_expires_at: datetime | None = None
+    _writer: asyncio.Task[None] | None = None
+    _direct_send = False
+    _room_waiter: asyncio.Future[None] | None = None
+    _room_needed = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Channels' loop also gives every consumer a layer channel and a receive task;
+        # this one only reads the connection (see the module docstring).
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def connect(self) -> None:
         self.session_id = uuid.uuid4()
@@ -82,6 +109,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return
 
         user = self.user = self.scope["user"]
+        self.user_id = user.pk
+        self.subscriptions: dict[str, Subscription] = {}
+        self._queue = SendQueue(self._settings.send_queue, self._settings.send_queue_bytes)
         self.log.extra = {**(self.log.extra or {}), "user": user.username, "user_id": user.pk}
         client = self.scope.get("client") or ("", 0)
         await connection_session_open(
@@ -93,6 +123,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             user_agent=_header(self.scope, b"user-agent"),
         )
         self.protocol = ProtocolSession(is_staff=user.is_staff)
+        self._hub = get_hub()
         await self.accept()
         settings = self._settings
         await self.send_frame(
@@ -110,6 +141,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 },
             )
         )
+        self._hub.register(self)  # after the welcome: it must be the first frame
         self._last_rx = self._loop.time()
         self._idle_timer = self._loop.call_at(self._last_rx + settings.idle_timeout, self._idle_fired)
         self.extend_session(self.scope["token_expires_at"])
@@ -127,11 +159,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 self._log_error(outcome.error, outcome.event, outcome.ref, outcome.seq)
             await self.send_frame(outcome.reply)
         else:
-            await self.send_frame(await self._run(protocol, outcome))
+            reply = await self._run(protocol, outcome)
+            if reply:
+                await self.send_frame(reply)
 
     async def _run(self, protocol: ProtocolSession, command: Command) -> str:
         try:
-            result = await HANDLERS[command.event](self, command.data)
+            result = await HANDLERS[command.event](self, command.data, command.ref)
         except Exception as exc:
             if isinstance(exc, ProtocolError):
                 self._log_error(exc, command.event, command.ref, command.seq)
@@ -141,7 +175,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     extra={"event": command.event, "ref": command.ref, "seq": command.seq, "code": "internal_error"},
                 )
             return protocol.fail(command, exc)
+        if isinstance(result, AckThen):
+            reply = protocol.complete(command, result.data)
+            await self.send_frame(reply)
+            _spawn(self._follow_up(result, command))
+            return ""
         return protocol.complete(command, result)
+
+    async def _follow_up(self, result: AckThen, command: Command) -> None:
+        try:
+            await result.then()
+        except Exception:
+            self.log.exception("follow-up failed", extra={"event": command.event, "ref": command.ref})
+            await self.close_with(CloseReason.INTERNAL_ERROR)
 
     def _log_error(self, error: ProtocolError, event: str | None, ref: str | None, seq: int | None) -> None:
         self.log.info(
@@ -150,14 +196,78 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         )
 
     async def send_frame(self, text: str) -> None:
+        """Send a reply: directly when nothing is queued ahead of it, else behind the queue."""
         if self.closing:
             return
+        if self._writer is not None or self._direct_send or (self.protocol is not None and self._queue):
+            self.enqueue(text)
+            return
         self.messages_out += 1
+        self._direct_send = True
         try:
             await self.send(text_data=text)
         except OSError:
             # The peer is gone; the server's websocket.disconnect follows and cleans up.
             self.closing = True
+        finally:
+            self._direct_send = False
+        if self.protocol is not None and self._queue and self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_queue())
+
+    def enqueue(self, frame: str) -> bool:
+        """Queue a frame without waiting; on overflow close 1013 ``slow_consumer`` and refuse."""
+        if self.closing:
+            return False
+        if not self._queue.put(frame):
+            self.log.warning(
+                "send queue overflow",
+                extra={"event": "slow_consumer", "queued": len(self._queue), "queued_bytes": self._queue.bytes},
+            )
+            self._queue.clear()
+            _spawn(self.close_with(CloseReason.SLOW_CONSUMER))
+            return False
+        if self._writer is None and not self._direct_send:
+            self._writer = asyncio.get_running_loop().create_task(self._write_queue())
+        return True
+
+    async def _write_queue(self) -> None:
+        queue = self._queue
+        try:
+            while queue and not self.closing:
+                frame = queue.pop()
+                self._wake_room_waiter()
+                self.messages_out += 1
+                await self.send(text_data=frame)  # waits while the transport is paused
+        except OSError:
+            self.closing = True
+        finally:
+            self._writer = None
+            self._wake_room_waiter()
+
+    async def wait_for_room(self, frames: int) -> bool:
+        """Wait until ``frames`` more fit in the queue (replays are paced, never overflow it)."""
+        while not self.closing and not self._queue.has_room(frames):
+            self._room_needed = frames
+            self._room_waiter = asyncio.get_running_loop().create_future()
+            await self._room_waiter
+        return not self.closing
+
+    def _wake_room_waiter(self) -> None:
+        waiter = self._room_waiter
+        if waiter is not None and (self.closing or self._queue.has_room(self._room_needed)):
+            self._room_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def replay_page_size(self) -> int:
+        return max(1, min(500, self._settings.send_queue // 2))
+
+    def control(self, message: dict[str, Any]) -> None:
+        """A hub message for this connection: an announcement to push, or a kick."""
+        if message["type"] == "announce":
+            self.enqueue(message["frame"])
+        elif message["type"] == "kick":
+            _spawn(self.close_with(CloseReason.KICKED))
 
     async def close_with(self, reason: CloseReason) -> None:
         if self.closing:
@@ -165,6 +275,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.closing = True
         self.close_reason = reason.value
         self._cancel_timers()
+        self._wake_room_waiter()
         with contextlib.suppress(OSError):  # the peer is already gone
             await self.close(code=int(CLOSE_CODE_FOR[reason]), reason=reason.value)
 
@@ -217,6 +328,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         self.closing = True
         self._cancel_timers()
+        self._wake_room_waiter()
+        if self.protocol is not None:
+            self._hub.unregister(self, list(self.subscriptions.values()))
+            self.subscriptions.clear()
+            self._queue.clear()
         code = message.get("code")
         reason = message.get("reason") or self.close_reason
         if self.protocol is not None:

@@ -1,55 +1,100 @@
 """One ``async def`` per client event; each returns the ``ack`` data or raises a ProtocolError.
 
-Handlers receive the connection (as the narrow :class:`Connection` protocol) and the
-data already validated by the event's schema. The registry at the bottom is the
-only way a client event name reaches code.
+Handlers receive the connection (as the narrow :class:`Connection` protocol), the
+validated data and the message ``id``. The event registry (``protocol/events.py``)
+decides staff-only events before a handler runs; stream ownership is checked here.
+``HANDLERS`` at the bottom is the only way a client event name reaches code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from django.utils import timezone
+
+from accounts.selectors import user_get_by_id, user_get_by_username
 from accounts.tokens import TokenRejected, access_token_verify
+from realtime.event_log import iso_ms
+from realtime.fanout import Subscription, get_hub, read_since
 from realtime.protocol.close_codes import CloseReason
-from realtime.protocol.errors import Forbidden, ValidationFailed
-from realtime.protocol.schemas import AuthRefreshData, PingData
+from realtime.protocol.envelope import render_push
+from realtime.protocol.errors import Forbidden, NotFound, ValidationFailed
+from realtime.protocol.schemas import (
+    AdminAnnounceData,
+    AdminKickData,
+    AuthRefreshData,
+    MessageDirectData,
+    MessageSendData,
+    PingData,
+    ResourceGetData,
+    ResourceUpdateData,
+    StreamHistoryData,
+    StreamSubscribeData,
+    StreamUnsubscribeData,
+)
+from realtime.protocol.streams import StreamKind, StreamName
+from realtime.sanitize import text_sanitize
+from realtime.selectors import aresource_get
+from realtime.services import amessage_publish, aresource_update, user_ref
 
 
 class Connection(Protocol):
-    @property
-    def user(self) -> Any: ...
+    user: Any
+    user_id: int
+    subscriptions: dict[str, Subscription]
 
     def extend_session(self, expires_at: datetime) -> None: ...
 
     async def close_with(self, reason: CloseReason) -> None: ...
 
 
-Handler = Callable[[Connection, Any], Awaitable[Any]]
+@dataclass(frozen=True, slots=True)
+class AckThen:
+    """An ack whose follow-up (a subscription's replay) must start only after the ack is sent."""
+
+    data: dict[str, Any]
+    then: Callable[[], Awaitable[None]]
+
+
+Handler = Callable[[Connection, Any, str | None], Awaitable[Any]]
 
 
 def iso_utc(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def ping(conn: Connection, data: PingData) -> dict[str, Any]:
+def _sanitized(text: str) -> str:
+    clean = text_sanitize(text)
+    if not clean.strip():
+        raise ValidationFailed("data.text: empty once markup is removed", fields={"text": "empty after sanitizing"})
+    return clean
+
+
+def _readable(conn: Connection, raw: str) -> StreamName:
+    name = StreamName.parse(raw)
+    if not name.readable_by(conn.user_id):
+        raise Forbidden(f"{name} belongs to another user")
+    return name
+
+
+async def ping(conn: Connection, data: PingData, ref: str | None) -> dict[str, Any]:
     return {} if data.ts is None else {"ts": data.ts}
 
 
-async def echo(conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
+async def echo(conn: Connection, data: dict[str, Any], ref: str | None) -> dict[str, Any]:
     return data
 
 
-async def auth_refresh(conn: Connection, data: AuthRefreshData) -> dict[str, Any]:
-    from accounts.selectors import user_get_by_id
-
+async def auth_refresh(conn: Connection, data: AuthRefreshData, ref: str | None) -> dict[str, Any]:
     try:
         claims = access_token_verify(data.token)
     except TokenRejected as exc:
         state = "expired" if exc.reason is CloseReason.TOKEN_EXPIRED else "invalid"
         raise ValidationFailed(f"data.token: {state}", fields={"token": state}) from None
-    if claims.user_id != conn.user.pk:
+    if claims.user_id != conn.user_id:
         raise Forbidden("the token belongs to another user")
     user = await user_get_by_id(claims.user_id)
     if user is None or not user.is_active:
@@ -59,8 +104,115 @@ async def auth_refresh(conn: Connection, data: AuthRefreshData) -> dict[str, Any
     return {"token_expires_at": iso_utc(claims.expires_at)}
 
 
+async def stream_subscribe(conn: Connection, data: StreamSubscribeData, ref: str | None) -> AckThen:
+    name = _readable(conn, data.stream)
+    key = str(name)
+    hub = get_hub()
+    previous = conn.subscriptions.pop(key, None)
+    if previous is not None:  # a re-subscribe replaces the old position
+        hub.detach(previous)
+    state, info = await hub.attach(name, conn)  # type: ignore[arg-type]
+    assert state.head is not None
+    head = max(info.head, state.head)
+    start, recovered = head, True
+    if data.since is not None:
+        recovered = (
+            (data.epoch is None or data.epoch == info.epoch)
+            and data.since <= head
+            and data.since >= info.pruned_through
+        )
+        if recovered:
+            start = data.since
+    sub = hub.subscribe(state, conn, start)  # type: ignore[arg-type]
+    conn.subscriptions[key] = sub
+    ack = {"stream": key, "offset": head, "epoch": info.epoch, "recovered": recovered}
+    return AckThen(ack, lambda: hub.activate(sub))
+
+
+async def stream_unsubscribe(conn: Connection, data: StreamUnsubscribeData, ref: str | None) -> dict[str, Any]:
+    key = str(StreamName.parse(data.stream))
+    sub = conn.subscriptions.pop(key, None)
+    if sub is not None:
+        get_hub().detach(sub)
+    return {"stream": key}
+
+
+async def stream_history(conn: Connection, data: StreamHistoryData, ref: str | None) -> dict[str, Any]:
+    name = _readable(conn, data.stream)
+    events = await read_since(str(name), data.since, data.limit)
+    return {"stream": str(name), "events": [event.as_push() for event in events]}
+
+
+async def message_send(conn: Connection, data: MessageSendData, ref: str | None) -> dict[str, Any]:
+    name = StreamName.parse(data.stream)
+    if name.kind is not StreamKind.ROOM:
+        raise ValidationFailed(
+            "data.stream: message.send publishes to room:NAME streams", fields={"stream": "not a room"}
+        )
+    appended = await amessage_publish(
+        stream=name, event="message.new", sender=conn.user, client_id=ref, text=_sanitized(data.text)
+    )
+    if appended.created:
+        get_hub().publish(appended.event)
+    return {"stream": appended.event.stream, "offset": appended.event.offset}
+
+
+async def message_direct(conn: Connection, data: MessageDirectData, ref: str | None) -> dict[str, Any]:
+    recipient = await user_get_by_username(data.to)
+    if recipient is None:
+        raise NotFound(f"user {data.to[:150]} does not exist")
+    appended = await amessage_publish(
+        stream=StreamName.user(recipient.pk),
+        event="message.direct",
+        sender=conn.user,
+        client_id=ref,
+        text=_sanitized(data.text),
+    )
+    if appended.created:
+        get_hub().publish(appended.event)
+    return {"stream": appended.event.stream, "offset": appended.event.offset}
+
+
+async def resource_get(conn: Connection, data: ResourceGetData, ref: str | None) -> dict[str, Any]:
+    resource = await aresource_get(data.id)
+    return {"id": resource["id"], "version": resource["version"], "data": resource["data"]}
+
+
+async def resource_update(conn: Connection, data: ResourceUpdateData, ref: str | None) -> dict[str, Any]:
+    appended = await aresource_update(
+        resource_id=data.id, version=data.version, data=data.data, user=conn.user, client_id=ref
+    )
+    if appended.created:
+        get_hub().publish(appended.event)
+    pushed = appended.event.data
+    return {"id": pushed["id"], "version": pushed["version"]}
+
+
+async def admin_announce(conn: Connection, data: AdminAnnounceData, ref: str | None) -> dict[str, Any]:
+    payload = {"text": _sanitized(data.text), "from": user_ref(conn.user), "ts": iso_ms(timezone.now())}
+    frame = render_push("system.announcement", payload)
+    return {"delivered_to": get_hub().broadcast_local({"type": "announce", "frame": frame})}
+
+
+async def admin_kick(conn: Connection, data: AdminKickData, ref: str | None) -> dict[str, Any]:
+    target = await user_get_by_username(data.username)
+    if target is None:
+        raise NotFound(f"user {data.username[:150]} does not exist")
+    closed = get_hub().broadcast_local({"type": "kick"}, lambda c: c.user_id == target.pk)
+    return {"closed": closed}
+
+
 HANDLERS: dict[str, Handler] = {
     "ping": ping,
     "echo": echo,
     "auth.refresh": auth_refresh,
+    "stream.subscribe": stream_subscribe,
+    "stream.unsubscribe": stream_unsubscribe,
+    "stream.history": stream_history,
+    "message.send": message_send,
+    "message.direct": message_direct,
+    "resource.get": resource_get,
+    "resource.update": resource_update,
+    "admin.announce": admin_announce,
+    "admin.kick": admin_kick,
 }

@@ -1,13 +1,25 @@
-"""Writes that consumers and views share (HackSoft style: ``<entity>_<action>``)."""
+"""Writes that consumers and REST views share (HackSoft style: ``<entity>_<action>``).
+
+Everything here is synchronous and transactional; async callers use the ``a``-prefixed
+wrappers, which run in Django's database thread. Events are published to the hub only
+after the transaction that wrote them has committed.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from realtime.models import ConnectionSession
+from realtime.event_log import Appended, CommittedEvent, EventLog, iso_ms
+from realtime.models import ConnectionSession, Resource
+from realtime.protocol.errors import Conflict, NotFound
+from realtime.protocol.streams import StreamName
 
 
 async def connection_session_open(
@@ -33,3 +45,59 @@ async def connection_session_close(
         messages_in=messages_in,
         messages_out=messages_out,
     )
+
+
+def user_ref(user: Any) -> dict[str, Any]:
+    return {"id": user.pk, "username": user.username}
+
+
+def message_publish(*, stream: StreamName, event: str, sender: Any, client_id: str | None, text: str) -> Appended:
+    """Commit a ``message.new`` / ``message.direct`` event; a repeated ``client_id`` returns the original."""
+    data = {"id": client_id, "sender": user_ref(sender), "text": text, "ts": iso_ms(timezone.now())}
+    return EventLog.append(str(stream), event, data, sender_id=sender.pk, client_id=client_id)
+
+
+def resource_create(*, data: dict[str, Any], user: Any) -> Resource:
+    return Resource.objects.create(data=data, version=1, updated_by=user)
+
+
+def resource_update(
+    *, resource_id: int, version: int, data: dict[str, Any], user: Any, client_id: str | None = None
+) -> Appended:
+    """Store ``data`` as version + 1 if ``version`` is current, and log ``resource.updated``.
+
+    Of concurrent updates at one version exactly one matches the conditional UPDATE;
+    the others get :class:`Conflict` with what is stored now. A retry with the same
+    ``client_id`` returns the original outcome instead of conflicting with itself.
+    """
+    key = (user.pk, client_id) if client_id is not None else None
+    with transaction.atomic():
+        if key is not None:
+            existing = EventLog.existing(*key)
+            if existing is not None and existing.event == "resource.updated":
+                return Appended(existing, created=False)
+        updated = Resource.objects.filter(pk=resource_id, version=version).update(
+            data=data, version=F("version") + 1, updated_by=user, updated_at=timezone.now()
+        )
+        if not updated:
+            current = Resource.objects.filter(pk=resource_id).values("version", "data").first()
+            if current is None:
+                raise NotFound(f"resource {resource_id} does not exist")
+            raise Conflict(current_version=current["version"], current_data=current["data"])
+        push = {"id": resource_id, "version": version + 1, "data": data, "updated_by": user_ref(user)}
+        return EventLog.append_in_transaction(str(StreamName.resource(resource_id)), "resource.updated", push, key=key)
+
+
+amessage_publish = database_sync_to_async(message_publish)
+aresource_update = database_sync_to_async(resource_update)
+
+
+async def _hub_publish(event: CommittedEvent) -> None:
+    from realtime.fanout import get_hub
+
+    get_hub().publish(event)
+
+
+def publish_from_sync(event: CommittedEvent) -> None:
+    """Fan out a committed event from synchronous code (REST views run in a worker thread)."""
+    async_to_sync(_hub_publish)(event)

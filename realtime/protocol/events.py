@@ -10,7 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from realtime.protocol.schemas import AuthRefreshData, ClientData, PingData
+from realtime.protocol.schemas import (
+    AdminAnnounceData,
+    AdminKickData,
+    AuthRefreshData,
+    ClientData,
+    MessageDirectData,
+    MessageSendData,
+    PingData,
+    ResourceGetData,
+    ResourceUpdateData,
+    StreamHistoryData,
+    StreamSubscribeData,
+    StreamUnsubscribeData,
+)
 
 
 class Permission(Enum):
@@ -32,5 +45,14 @@ EVENTS: dict[str, EventSpec] = {
         EventSpec("ping", PingData),
         EventSpec("echo", None),
         EventSpec("auth.refresh", AuthRefreshData),
+        EventSpec("stream.subscribe", StreamSubscribeData),
+        EventSpec("stream.unsubscribe", StreamUnsubscribeData),
+        EventSpec("stream.history", StreamHistoryData),
+        EventSpec("message.send", MessageSendData),
+        EventSpec("message.direct", MessageDirectData),
+        EventSpec("resource.get", ResourceGetData),
+        EventSpec("resource.update", ResourceUpdateData),
+        EventSpec("admin.announce", AdminAnnounceData, Permission.STAFF),
+        EventSpec("admin.kick", AdminKickData, Permission.STAFF),
     )
 }

@@ -27,6 +27,60 @@ class AuthRefreshData(ClientData):
     token: Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH)]
 
 
+# Stream names are checked by StreamName.parse in the handler, which knows the rules
+# of each kind; here they only need to be strings.
+StreamField = Annotated[str, Field(min_length=1, max_length=200)]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH)]
+Offset = Annotated[int, Field(ge=0, le=2**63 - 1)]
+ResourceId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+MAX_HISTORY_LIMIT = 1000
+
+
+class StreamSubscribeData(ClientData):
+    stream: StreamField
+    since: Offset | None = None
+    epoch: Annotated[str, Field(max_length=64)] | None = None
+
+
+class StreamUnsubscribeData(ClientData):
+    stream: StreamField
+
+
+class StreamHistoryData(ClientData):
+    stream: StreamField
+    since: Offset
+    limit: Annotated[int, Field(ge=1, le=MAX_HISTORY_LIMIT)] = 100
+
+
+class MessageSendData(ClientData):
+    stream: StreamField
+    text: Text
+
+
+class MessageDirectData(ClientData):
+    to: Annotated[str, Field(min_length=1, max_length=150)]
+    text: Text
+
+
+class ResourceGetData(ClientData):
+    id: ResourceId
+
+
+class ResourceUpdateData(ClientData):
+    id: ResourceId
+    version: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    data: dict[str, Any]
+
+
+class AdminAnnounceData(ClientData):
+    text: Text
+
+
+class AdminKickData(ClientData):
+    username: Annotated[str, Field(min_length=1, max_length=150)]
+    reason: Annotated[str, Field(max_length=100)] | None = None
+
+
 _REASONS = {
     "missing": "required",
     "string_type": "must be a string",
@@ -39,6 +93,8 @@ _REASONS = {
     "string_pattern_mismatch": "invalid format",
     "greater_than_equal": "too small",
     "less_than_equal": "too large",
+    "int_from_float": "must be an integer",
+    "missing_argument": "required",
 }
 
 

@@ -1,0 +1,287 @@
+"""Hub: one per server process; delivers committed events to local subscriptions, in offset order.
+
+- A publish is delivered to this process's subscribers directly (no broker round trip)
+  and sent once over the channel layer to each other process that has subscribers of
+  the stream: the hub, not each connection, joins the stream's group, so a broadcast
+  is one bus message per process and one rendered frame for all local subscribers.
+- Per stream the hub keeps ``head``, the last offset it delivered. Events are delivered
+  strictly in order: an event that arrives early waits in ``pending`` while the
+  missing offsets are read from the database, which is the source of truth; the broker
+  may lose, delay or reorder messages without a subscriber seeing a gap or a duplicate.
+- A subscription starts at an offset and is not live until it has caught up to the
+  hub's head from the database (``activate``), so replay-then-live has no gap and no
+  duplicate even while events are being published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+from realtime.event_log import CommittedEvent, EventLog, StreamInfo
+from realtime.protocol.streams import StreamName
+
+logger = logging.getLogger("realtime.fanout")
+
+REPLAY_PAGE = 500
+GAP_FILL_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+read_since = database_sync_to_async(EventLog.read_since)
+stream_info = database_sync_to_async(EventLog.stream_info)
+
+
+class Subscriber(Protocol):
+    user_id: int
+
+    def enqueue(self, frame: str) -> bool: ...
+
+    async def wait_for_room(self, frames: int) -> bool: ...
+
+    def replay_page_size(self) -> int: ...
+
+    def control(self, message: dict[str, Any]) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    conn: Subscriber
+    stream: str
+    offset: int
+    live: bool = False
+    active: bool = True
+
+    def offer(self, offset: int, frame: str) -> None:
+        # Not live yet: activate() reads this offset from the database instead.
+        if self.live and offset == self.offset + 1:
+            self.offset = offset
+            self.conn.enqueue(frame)
+
+
+@dataclass(eq=False, slots=True)
+class StreamState:
+    name: StreamName
+    head: int | None = None
+    pending: dict[int, str] = field(default_factory=dict)
+    subs: set[Subscription] = field(default_factory=set)
+    ready: asyncio.Future[None] | None = None
+    gap_task: asyncio.Task[None] | None = None
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex
+        self.streams: dict[str, StreamState] = {}
+        self.connections: set[Subscriber] = set()
+        self._layer = get_channel_layer()
+        # In-memory layer: one process, nothing to send to; local delivery is everything.
+        self._bus = None if self._layer is None or isinstance(self._layer, InMemoryChannelLayer) else self._layer
+        self._channel: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # Connections -----------------------------------------------------------------------
+
+    def register(self, conn: Subscriber) -> None:
+        self.connections.add(conn)
+
+    def unregister(self, conn: Subscriber, subscriptions: list[Subscription]) -> None:
+        self.connections.discard(conn)
+        for sub in subscriptions:
+            self.detach(sub)
+
+    def broadcast_local(self, message: dict[str, Any], predicate: Callable[[Subscriber], bool] | None = None) -> int:
+        """Hand a control message (announce, kick) to local connections; returns how many took it."""
+        count = 0
+        for conn in list(self.connections):
+            if predicate is None or predicate(conn):
+                conn.control(message)
+                count += 1
+        return count
+
+    # Subscriptions ---------------------------------------------------------------------
+
+    async def attach(self, name: StreamName, conn: Subscriber) -> tuple[StreamState, StreamInfo]:
+        """Make sure the hub follows ``name``; return its state (head known) and fresh stream info."""
+        key = str(name)
+        state = self.streams.get(key)
+        if state is None:
+            state = self.streams[key] = StreamState(name)
+            state.ready = asyncio.get_running_loop().create_future()
+            try:
+                await self._join_group(name)
+                info = await stream_info(key)
+            except BaseException as exc:
+                del self.streams[key]
+                state.ready.set_exception(exc)
+                state.ready.exception()  # mark retrieved: waiters re-raise their own copy
+                raise
+            state.head = info.head
+            state.ready.set_result(None)
+            self._drain(state)
+            return state, info
+        if state.ready is not None and not state.ready.done():
+            await asyncio.shield(state.ready)
+        return state, await stream_info(key)
+
+    def subscribe(self, state: StreamState, conn: Subscriber, start: int) -> Subscription:
+        sub = Subscription(conn, str(state.name), start)
+        state.subs.add(sub)
+        return sub
+
+    async def activate(self, sub: Subscription) -> None:
+        """Replay from the database until the subscription reaches the hub's head, then go live."""
+        state = self.streams.get(sub.stream)
+        while sub.active and state is not None:
+            head = state.head if state.head is not None else sub.offset
+            if sub.offset >= head:
+                sub.live = True  # no await since the comparison: nothing can slip between
+                return
+            page_size = min(sub.conn.replay_page_size(), head - sub.offset)
+            if not await sub.conn.wait_for_room(page_size):
+                return
+            page = await read_since(sub.stream, sub.offset, page_size)
+            if not page:
+                raise RuntimeError(f"{sub.stream}: offsets {sub.offset + 1}..{head} missing from the log")
+            for event in page:
+                if not sub.active:
+                    return
+                if event.offset == sub.offset + 1:
+                    sub.offset = event.offset
+                    sub.conn.enqueue(event.frame)
+
+    def detach(self, sub: Subscription) -> None:
+        sub.active = False
+        state = self.streams.get(sub.stream)
+        if state is None:
+            return
+        state.subs.discard(sub)
+        if not state.subs and (state.ready is None or state.ready.done()):
+            del self.streams[sub.stream]
+            if state.gap_task is not None:
+                state.gap_task.cancel()
+            if self._bus is not None and self._channel is not None:
+                self._spawn(self._bus.group_discard(state.name.group, self._channel))
+
+    # Delivery --------------------------------------------------------------------------
+
+    def publish(self, event: CommittedEvent) -> None:
+        """Deliver a committed event here and send it once to every other process."""
+        self.deliver(event.stream, event.offset, event.frame)
+        if self._bus is not None:
+            message = {
+                "type": "fanout.event",
+                "origin": self.id,
+                "stream": event.stream,
+                "offset": event.offset,
+                "frame": event.frame,
+            }
+            self._spawn(self._send_bus(StreamName.parse(event.stream).group, message))
+
+    def deliver(self, stream: str, offset: int, frame: str) -> None:
+        state = self.streams.get(stream)
+        if state is None or (state.head is not None and offset <= state.head):
+            return
+        state.pending[offset] = frame
+        if state.head is not None:
+            self._drain(state)
+
+    def _drain(self, state: StreamState) -> None:
+        assert state.head is not None
+        pending = state.pending
+        while state.head + 1 in pending:
+            offset = state.head + 1
+            frame = pending.pop(offset)
+            state.head = offset
+            for sub in list(state.subs):
+                sub.offer(offset, frame)
+        if pending:
+            for stale in [o for o in pending if o <= state.head]:
+                del pending[stale]
+        if pending and state.gap_task is None:
+            state.gap_task = task = asyncio.ensure_future(self._fill_gap(state))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _fill_gap(self, state: StreamState) -> None:
+        """Offsets are missing before a pending event: read them from the log until none are."""
+        key = str(state.name)
+        try:
+            for attempt in itertools.count():
+                await asyncio.sleep(GAP_FILL_DELAYS[min(attempt, len(GAP_FILL_DELAYS) - 1)])
+                if not state.pending or self.streams.get(key) is not state:
+                    return
+                assert state.head is not None
+                missing = min(state.pending) - state.head - 1
+                for event in await read_since(key, state.head, min(missing, REPLAY_PAGE)):
+                    state.pending.setdefault(event.offset, event.frame)
+                self._drain(state)  # gap_task is still this task, so _drain schedules no other
+        finally:
+            state.gap_task = None
+
+    # The bus ---------------------------------------------------------------------------
+
+    async def _join_group(self, name: StreamName) -> None:
+        if self._bus is None:
+            return
+        if self._channel is None:
+            self._channel = await self._bus.new_channel("hub.")
+            self._spawn(self._read_bus())
+        await self._bus.group_add(name.group, self._channel)
+
+    async def _send_bus(self, group: str, message: dict[str, Any]) -> None:
+        assert self._bus is not None
+        try:
+            await self._bus.group_send(group, message)
+        except Exception:
+            # The event is committed; other processes recover it from the log.
+            logger.warning("broker send failed", exc_info=True, extra={"group": group})
+
+    async def _read_bus(self) -> None:
+        assert self._bus is not None
+        assert self._channel is not None
+        while True:
+            try:
+                message = await self._bus.receive(self._channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("broker receive failed", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            if message.get("origin") == self.id:
+                continue
+            if message.get("type") == "fanout.event":
+                self.deliver(message["stream"], int(message["offset"]), message["frame"])
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop (one per server process; tests get one per loop)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub

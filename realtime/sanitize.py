@@ -1,0 +1,31 @@
+"""User text in, plain text out: markup removed, visible text kept, plain text untouched (section 4)."""
+
+from __future__ import annotations
+
+import html
+
+import nh3
+
+# Elements whose content is code or styling, not visible text: dropped whole.
+_MAX_PASSES = 8
+_DROP_WITH_CONTENT = {"script", "style", "template", "noscript", "iframe", "object", "embed", "svg", "math"}
+
+
+def text_sanitize(text: str) -> str:
+    """Remove HTML markup and keep its visible text.
+
+    Text without ``<`` cannot hold markup and is returned exactly as sent (``Tom & Jerry``,
+    ``a &amp; b``). Otherwise nh3 (ammonia) parses it as HTML with no allowed tags, and
+    the entities it produces are turned back into characters, because clients render
+    text as text, never as HTML.
+    """
+    # Unescaping can assemble new markup ("<<b>script>" -> "<script>"), so repeat until
+    # the text is stable: the result never parses as HTML with elements in it.
+    for _ in range(_MAX_PASSES):
+        if "<" not in text:
+            return text
+        cleaned = html.unescape(nh3.clean(text, tags=set(), clean_content_tags=_DROP_WITH_CONTENT, strip_comments=True))
+        if cleaned == text:
+            return text
+        text = cleaned
+    return text.replace("<", "")
