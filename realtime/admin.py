@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from realtime.models import ConnectionSession
+from realtime.models import ConnectionSession, Event, Resource, Stream
 
 
 class OpenNowFilter(admin.SimpleListFilter):
@@ -44,3 +44,36 @@ class ConnectionSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(Stream)
+class StreamAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("name", "head", "pruned_through", "epoch", "created_at")
+    search_fields = ("name",)
+    readonly_fields = ("name", "epoch", "head", "pruned_through", "created_at")
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("stream", "offset", "event", "sender", "client_id", "created_at")
+    list_filter = ("event", "stream__name")
+    # Payload search is a substring match on the JSON text (icontains works on both
+    # SQLite and PostgreSQL jsonb cast to text).
+    search_fields = ("stream__name", "client_id", "data")
+    list_select_related = ("stream", "sender")
+    ordering = ("stream", "-offset")
+    readonly_fields = ("stream", "offset", "event", "data", "sender", "client_id", "created_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Resource)
+class ResourceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("id", "version", "updated_by", "updated_at")
+    search_fields = ("=id", "data")
+    list_select_related = ("updated_by",)
+    readonly_fields = ("version", "updated_by", "created_at", "updated_at")

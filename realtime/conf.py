@@ -62,6 +62,7 @@ class RealtimeSettings:
     heartbeat_timeout: float = 20.0
     access_token_ttl: int = 300
     server_id: str | None = None
+    retention_hours: float = 24.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RealtimeSettings:
@@ -76,6 +77,7 @@ class RealtimeSettings:
             heartbeat_timeout=_number(env, "REALTIME_HEARTBEAT_TIMEOUT", 20.0, minimum=0.001),
             access_token_ttl=_integer(env, "JWT_ACCESS_TTL", 300, minimum=1),
             server_id=env.get("REALTIME_SERVER_ID") or None,
+            retention_hours=_number(env, "REALTIME_RETENTION_HOURS", 24.0, minimum=0.001),
         )
 
     def origin_allowed(self, origin: str) -> bool:

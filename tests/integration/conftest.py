@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connections
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
@@ -25,3 +27,11 @@ def communicator() -> Callable[..., WebsocketCommunicator]:
         return WebsocketCommunicator(application, path, headers=headers or [])
 
     return make
+
+
+@pytest.fixture(autouse=True)
+async def _close_thread_connections() -> AsyncIterator[None]:
+    """Async ORM calls run in asgiref's database thread; close its connections after each test
+    so PostgreSQL lets pytest-django drop the test database at the end."""
+    yield
+    await sync_to_async(connections.close_all, thread_sensitive=True)()
