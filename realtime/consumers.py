@@ -31,12 +31,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from realtime.conf import realtime_settings, server_id
 from realtime.fanout import Subscription, get_hub
-from realtime.flow_control import SendQueue
+from realtime.flow_control import RateLimiter, RateVerdict, SendQueue
 from realtime.handlers import HANDLERS, AckThen, iso_utc
 from realtime.log import ConnectionLog
 from realtime.origin import scope_origin
+from realtime.outbox import Outbox
 from realtime.protocol import CLOSE_CODE_FOR, CloseReason, Command, Immediate, ProtocolSession, render_push
-from realtime.protocol.errors import ProtocolError
+from realtime.protocol.errors import ProtocolError, RateLimited
 from realtime.services import connection_session_close, connection_session_open
 
 logger = logging.getLogger("realtime.connection")
@@ -74,14 +75,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     closing = False
     close_reason: str = ""
     messages_in = 0
-    messages_out = 0
     _idle_timer: asyncio.TimerHandle | None = None
     _expiry_timer: asyncio.TimerHandle | None = None
     _token_expires_at: datetime | None = None
-    _writer: asyncio.Task[None] | None = None
-    _direct_send = False
-    _room_waiter: asyncio.Future[None] | None = None
-    _room_needed = 0
+    outbox: Outbox | None = None
+    _limiter: RateLimiter | None = None
+    _resume_timer: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Channels' loop also gives every consumer a layer channel and a receive task;
@@ -111,7 +110,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         user = self.user = self.scope["user"]
         self.user_id = user.pk
         self.subscriptions: dict[str, Subscription] = {}
-        self._queue = SendQueue(self._settings.send_queue, self._settings.send_queue_bytes)
+        queue = SendQueue(self._settings.send_queue, self._settings.send_queue_bytes)
+        self.outbox = Outbox(self._send_text, queue, self._overflowed)
+        if self._settings.rate_limit > 0:
+            self._limiter = RateLimiter(self._settings.rate_limit, self._loop.time())
         self.log.extra = {**(self.log.extra or {}), "user": user.username, "user_id": user.pk}
         client = self.scope.get("client") or ("", 0)
         await connection_session_open(
@@ -151,8 +153,21 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         protocol = self.protocol
         if protocol is None or self.closing:
             return
-        self._last_rx = self._loop.time()
+        now = self._last_rx = self._loop.time()
         self.messages_in += 1
+        if self._limiter is not None:
+            verdict = self._limiter.take(now)
+            if verdict is RateVerdict.ACCEPT_AND_PAUSE:
+                self._pause_client(now)
+            elif verdict is RateVerdict.REJECT:
+                refused = protocol.refuse_unprocessed(text_data or "", RateLimited())
+                self._log_error(RateLimited(), refused.event, refused.ref, refused.seq)
+                await self.send_frame(refused.reply)
+                return
+            elif verdict is RateVerdict.CLOSE:
+                self.log.warning("closing a flooding client", extra={"event": "rate_limited"})
+                await self.close_with(CloseReason.RATE_LIMITED)
+                return
         outcome = protocol.receive_bytes() if text_data is None else protocol.receive_text(text_data)
         if isinstance(outcome, Immediate):
             if outcome.error is not None:
@@ -196,68 +211,22 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         )
 
     async def send_frame(self, text: str) -> None:
-        """Send a reply: directly when nothing is queued ahead of it, else behind the queue."""
-        if self.closing:
-            return
-        if self._writer is not None or self._direct_send or (self.protocol is not None and self._queue):
-            self.enqueue(text)
-            return
-        self.messages_out += 1
-        self._direct_send = True
-        try:
-            await self.send(text_data=text)
-        except OSError:
-            # The peer is gone; the server's websocket.disconnect follows and cleans up.
-            self.closing = True
-        finally:
-            self._direct_send = False
-        if self.protocol is not None and self._queue and self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_queue())
+        if self.outbox is not None and not self.closing:
+            await self.outbox.reply(text)
+
+    async def _send_text(self, text: str) -> None:
+        await self.base_send({"type": "websocket.send", "text": text})
 
     def enqueue(self, frame: str) -> bool:
-        """Queue a frame without waiting; on overflow close 1013 ``slow_consumer`` and refuse."""
-        if self.closing:
-            return False
-        if not self._queue.put(frame):
-            self.log.warning(
-                "send queue overflow",
-                extra={"event": "slow_consumer", "queued": len(self._queue), "queued_bytes": self._queue.bytes},
-            )
-            self._queue.clear()
-            _spawn(self.close_with(CloseReason.SLOW_CONSUMER))
-            return False
-        if self._writer is None and not self._direct_send:
-            self._writer = asyncio.get_running_loop().create_task(self._write_queue())
-        return True
-
-    async def _write_queue(self) -> None:
-        queue = self._queue
-        try:
-            while queue and not self.closing:
-                frame = queue.pop()
-                self._wake_room_waiter()
-                self.messages_out += 1
-                await self.send(text_data=frame)  # waits while the transport is paused
-        except OSError:
-            self.closing = True
-        finally:
-            self._writer = None
-            self._wake_room_waiter()
+        return self.outbox is not None and not self.closing and self.outbox.push(frame)
 
     async def wait_for_room(self, frames: int) -> bool:
-        """Wait until ``frames`` more fit in the queue (replays are paced, never overflow it)."""
-        while not self.closing and not self._queue.has_room(frames):
-            self._room_needed = frames
-            self._room_waiter = asyncio.get_running_loop().create_future()
-            await self._room_waiter
-        return not self.closing
+        return self.outbox is not None and not self.closing and await self.outbox.wait_for_room(frames)
 
-    def _wake_room_waiter(self) -> None:
-        waiter = self._room_waiter
-        if waiter is not None and (self.closing or self._queue.has_room(self._room_needed)):
-            self._room_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+    def _overflowed(self) -> None:
+        assert self.outbox is not None
+        self.log.warning("send queue overflow", extra={"event": "slow_consumer", "queued": len(self.outbox.queue)})
+        _spawn(self.close_with(CloseReason.SLOW_CONSUMER))
 
     def replay_page_size(self) -> int:
         return max(1, min(500, self._settings.send_queue // 2))
@@ -275,9 +244,27 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.closing = True
         self.close_reason = reason.value
         self._cancel_timers()
-        self._wake_room_waiter()
+        if self.outbox is not None:
+            self.outbox.close()
         with contextlib.suppress(OSError):  # the peer is already gone
             await self.close(code=int(CLOSE_CODE_FOR[reason]), reason=reason.value)
+
+    # Flow control --------------------------------------------------------------------
+
+    def _pause_client(self, now: float) -> None:
+        assert self._limiter is not None
+        delay = self._limiter.resume_delay(now)
+        self.enqueue(render_push("flow.pause", {"retry_after_ms": math.ceil(delay * 1000)}))
+        self._resume_timer = self._loop.call_at(now + delay, self._resume_client)
+
+    def _resume_client(self) -> None:
+        assert self._limiter is not None
+        now = self._loop.time()
+        if self._limiter.try_resume(now):
+            self._resume_timer = None
+            self.enqueue(render_push("flow.resume", {}))
+        else:
+            self._resume_timer = self._loop.call_at(now + self._limiter.resume_delay(now), self._resume_client)
 
     # Deadlines -----------------------------------------------------------------------
 
@@ -318,21 +305,21 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         _spawn(self.close_with(CloseReason.TOKEN_EXPIRED))
 
     def _cancel_timers(self) -> None:
-        for timer in (self._idle_timer, self._expiry_timer):
+        for timer in (self._idle_timer, self._expiry_timer, self._resume_timer):
             if timer is not None:
                 timer.cancel()
-        self._idle_timer = self._expiry_timer = None
+        self._idle_timer = self._expiry_timer = self._resume_timer = None
 
     # Teardown ------------------------------------------------------------------------
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         self.closing = True
         self._cancel_timers()
-        self._wake_room_waiter()
+        if self.outbox is not None:
+            self.outbox.close()
         if self.protocol is not None:
             self._hub.unregister(self, list(self.subscriptions.values()))
             self.subscriptions.clear()
-            self._queue.clear()
         code = message.get("code")
         reason = message.get("reason") or self.close_reason
         if self.protocol is not None:
@@ -342,7 +329,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     close_code=code,
                     close_reason=reason,
                     messages_in=self.messages_in,
-                    messages_out=self.messages_out,
+                    messages_out=self.outbox.sent if self.outbox else 0,
                 )
             finally:
                 self.log.info(
@@ -352,7 +339,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                         "close_code": code,
                         "close_reason": reason,
                         "messages_in": self.messages_in,
-                        "messages_out": self.messages_out,
+                        "messages_out": self.outbox.sent if self.outbox else 0,
                     },
                 )
         raise StopConsumer()

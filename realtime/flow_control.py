@@ -1,8 +1,9 @@
-"""SendQueue: the bounded per-connection outbox (PROTOCOL.md section 9). Pure: no I/O."""
+"""Flow control (PROTOCOL.md section 9): the bounded send queue and the rate limiter. Pure: no I/O."""
 
 from __future__ import annotations
 
 from collections import deque
+from enum import Enum
 
 
 class SendQueue:
@@ -51,3 +52,59 @@ class SendQueue:
 
     def __bool__(self) -> bool:
         return bool(self._frames)
+
+
+class RateVerdict(Enum):
+    ACCEPT = "accept"
+    ACCEPT_AND_PAUSE = "accept_and_pause"  # process it, and tell the client to pause
+    REJECT = "reject"  # past the burst: answer rate_limited, do not process
+    CLOSE = "close"  # kept flooding after the pause: close 4429
+
+
+class RateLimiter:
+    """A token bucket per connection: ``rate`` messages/s sustained, bursts of ``2 * rate``.
+
+    The client is asked to pause (``flow.pause``) when it has used half of its burst, so a
+    client that honours the pause never runs dry and never sees ``rate_limited``. Past
+    the burst, messages are refused; ``rate`` refusals while paused (at least 10) mean the
+    client ignores the pause and the connection is closed. Time is passed in, so the
+    limiter is pure and testable without a clock.
+    """
+
+    __slots__ = ("_last", "capacity", "flood_limit", "paused", "rate", "refused", "tokens")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = 2.0 * rate
+        self.tokens = self.capacity
+        self.flood_limit = max(10, int(rate))
+        self.paused = False
+        self.refused = 0
+        self._last = now
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+
+    def take(self, now: float) -> RateVerdict:
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            if not self.paused and self.tokens < self.capacity / 2:
+                self.paused = True
+                return RateVerdict.ACCEPT_AND_PAUSE
+            return RateVerdict.ACCEPT
+        self.refused += 1
+        return RateVerdict.CLOSE if self.refused >= self.flood_limit else RateVerdict.REJECT
+
+    def resume_delay(self, now: float) -> float:
+        """Seconds until the bucket is back to three quarters full, when the pause may end."""
+        self._refill(now)
+        return max(0.0, (0.75 * self.capacity - self.tokens) / self.rate)
+
+    def try_resume(self, now: float) -> bool:
+        if self.resume_delay(now) > 0.0:
+            return False
+        self.paused = False
+        self.refused = 0
+        return True

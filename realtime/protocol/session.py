@@ -80,6 +80,15 @@ class ProtocolSession:
             return self._refuse(parsed.error, None, ref, seq)
         return self._command(parsed)
 
+    def refuse_unprocessed(self, text: str, error: ProtocolError) -> Immediate:
+        """Answer ``error`` without processing the message; its ``seq`` is not consumed.
+
+        Used for ``rate_limited``: the client resends from the next expected ``seq``.
+        """
+        parsed = parse_envelope(text)
+        ref, seq = (parsed.ref, parsed.seq) if isinstance(parsed, Rejected) else (parsed.id, parsed.seq)
+        return Immediate(render_error(error, ref, seq), error, _event_of(parsed), ref, seq)
+
     def receive_bytes(self) -> Immediate:
         # A binary frame carries no envelope, so it has no ref or seq to answer with.
         error = UnsupportedFrame()

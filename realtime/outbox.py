@@ -1,0 +1,109 @@
+"""Outbox: how frames leave one connection, in order, without unbounded buffering (section 9).
+
+Replies with nothing queued ahead of them are sent directly by the consumer's task.
+Pushes (fan-out, replays, announcements, flow signals) and replies that would overtake
+them go through a bounded :class:`SendQueue`, drained by a writer task that exists only
+while the queue is non-empty and that waits on the transport's backpressure (the ASGI
+server's ``send`` blocks while the socket's buffer is full). A full queue means the
+client reads too slowly: ``on_overflow`` closes it with 1013 ``slow_consumer`` and the
+client resumes from its offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from realtime.flow_control import SendQueue
+
+
+class Outbox:
+    __slots__ = (
+        "_direct",
+        "_on_overflow",
+        "_room_needed",
+        "_room_waiter",
+        "_send",
+        "_writer",
+        "closed",
+        "queue",
+        "sent",
+    )
+
+    def __init__(
+        self, send: Callable[[str], Awaitable[None]], queue: SendQueue, on_overflow: Callable[[], None]
+    ) -> None:
+        self._send = send
+        self.queue = queue
+        self._on_overflow = on_overflow
+        self._writer: asyncio.Task[None] | None = None
+        self._direct = False
+        self._room_waiter: asyncio.Future[None] | None = None
+        self._room_needed = 0
+        self.closed = False
+        self.sent = 0
+
+    async def reply(self, frame: str) -> None:
+        """Send now if nothing is queued or in flight; otherwise queue behind what is."""
+        if self.closed:
+            return
+        if self._writer is not None or self._direct or self.queue:
+            self.push(frame)
+            return
+        self._direct = True
+        try:
+            self.sent += 1
+            await self._send(frame)
+        except OSError:
+            self.close()  # the peer is gone; the server's disconnect event cleans up
+        finally:
+            self._direct = False
+        if self.queue and self._writer is None and not self.closed:
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+
+    def push(self, frame: str) -> bool:
+        """Queue a frame without waiting. False if closed or the queue overflowed (then ``on_overflow`` ran)."""
+        if self.closed:
+            return False
+        if not self.queue.put(frame):
+            self.close()
+            self._on_overflow()
+            return False
+        if self._writer is None and not self._direct:
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+        return True
+
+    async def _drain(self) -> None:
+        queue = self.queue
+        try:
+            while queue and not self.closed:
+                frame = queue.pop()
+                self._wake_room_waiter()
+                self.sent += 1
+                await self._send(frame)
+        except OSError:
+            self.close()
+        finally:
+            self._writer = None
+            self._wake_room_waiter()
+
+    async def wait_for_room(self, frames: int) -> bool:
+        """Wait until ``frames`` more fit (replays are paced by the queue instead of overflowing it)."""
+        while not self.closed and not self.queue.has_room(frames):
+            self._room_needed = frames
+            self._room_waiter = asyncio.get_running_loop().create_future()
+            await self._room_waiter
+        return not self.closed
+
+    def _wake_room_waiter(self) -> None:
+        waiter = self._room_waiter
+        if waiter is not None and (self.closed or self.queue.has_room(self._room_needed)):
+            self._room_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def close(self) -> None:
+        """Stop sending: drop what is queued and release anyone waiting for room."""
+        self.closed = True
+        self.queue.clear()
+        self._wake_room_waiter()
