@@ -232,8 +232,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         return max(1, min(500, self._settings.send_queue // 2))
 
     def control(self, message: dict[str, Any]) -> None:
-        """A hub message for this connection: an announcement to push, or a kick."""
-        if message["type"] == "announce":
+        """A hub message for this connection: a frame to push (announcements, broker state), or a kick."""
+        if message["type"] == "push":
             self.enqueue(message["frame"])
         elif message["type"] == "kick":
             _spawn(self.close_with(CloseReason.KICKED))

@@ -28,12 +28,15 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
+from realtime.bus import Bus
 from realtime.event_log import CommittedEvent, EventLog, StreamInfo
+from realtime.protocol.envelope import render_push
 from realtime.protocol.streams import StreamName
 
 logger = logging.getLogger("realtime.fanout")
 
 REPLAY_PAGE = 500
+DEGRADED_POLL_INTERVAL = 1.0
 GAP_FILL_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 read_since = database_sync_to_async(EventLog.read_since)
@@ -82,11 +85,19 @@ class Hub:
         self.id = uuid.uuid4().hex
         self.streams: dict[str, StreamState] = {}
         self.connections: set[Subscriber] = set()
-        self._layer = get_channel_layer()
+        layer = get_channel_layer()
         # In-memory layer: one process, nothing to send to; local delivery is everything.
-        self._bus = None if self._layer is None or isinstance(self._layer, InMemoryChannelLayer) else self._layer
-        self._channel: str | None = None
+        self._bus = (
+            None
+            if layer is None or isinstance(layer, InMemoryChannelLayer)
+            else Bus(layer, self._on_bus_message, self._on_bus_health)
+        )
+        self._poller: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def degraded(self) -> bool:
+        return self._bus is not None and not self._bus.healthy
 
     # Connections -----------------------------------------------------------------------
 
@@ -117,7 +128,8 @@ class Hub:
             state = self.streams[key] = StreamState(name)
             state.ready = asyncio.get_running_loop().create_future()
             try:
-                await self._join_group(name)
+                if self._bus is not None:
+                    await self._bus.join(name.group)
                 info = await stream_info(key)
             except BaseException as exc:
                 del self.streams[key]
@@ -168,8 +180,8 @@ class Hub:
             del self.streams[sub.stream]
             if state.gap_task is not None:
                 state.gap_task.cancel()
-            if self._bus is not None and self._channel is not None:
-                self._spawn(self._bus.group_discard(state.name.group, self._channel))
+            if self._bus is not None:
+                self._bus.leave(state.name.group)
 
     # Delivery --------------------------------------------------------------------------
 
@@ -184,7 +196,7 @@ class Hub:
                 "offset": event.offset,
                 "frame": event.frame,
             }
-            self._spawn(self._send_bus(StreamName.parse(event.stream).group, message))
+            self._bus.send(StreamName.parse(event.stream).group, message)
 
     def deliver(self, stream: str, offset: int, frame: str) -> None:
         state = self.streams.get(stream)
@@ -229,38 +241,42 @@ class Hub:
 
     # The bus ---------------------------------------------------------------------------
 
-    async def _join_group(self, name: StreamName) -> None:
-        if self._bus is None:
-            return
-        if self._channel is None:
-            self._channel = await self._bus.new_channel("hub.")
-            self._spawn(self._read_bus())
-        await self._bus.group_add(name.group, self._channel)
+    def _on_bus_message(self, message: dict[str, Any]) -> None:
+        if message.get("origin") != self.id and message.get("type") == "fanout.event":
+            self.deliver(message["stream"], int(message["offset"]), message["frame"])
 
-    async def _send_bus(self, group: str, message: dict[str, Any]) -> None:
-        assert self._bus is not None
-        try:
-            await self._bus.group_send(group, message)
-        except Exception:
-            # The event is committed; other processes recover it from the log.
-            logger.warning("broker send failed", exc_info=True, extra={"group": group})
+    def _on_bus_health(self, healthy: bool) -> None:
+        """Tell every session; while the broker is away, read other processes' events from the log."""
+        if healthy:
+            if self._poller is not None:
+                self._poller.cancel()
+                self._poller = None
+            self._spawn(self._recovered())
+        else:
+            self.broadcast_local({"type": "push", "frame": render_push("system.degraded", {"broker": "unavailable"})})
+            self._poller = asyncio.ensure_future(self._poll_log())
 
-    async def _read_bus(self) -> None:
-        assert self._bus is not None
-        assert self._channel is not None
+    async def _recovered(self) -> None:
+        await self.catch_up()
+        self.broadcast_local({"type": "push", "frame": render_push("system.recovered", {"broker": "ok"})})
+
+    async def _poll_log(self) -> None:
         while True:
+            await asyncio.sleep(DEGRADED_POLL_INTERVAL)
             try:
-                message = await self._bus.receive(self._channel)
-            except asyncio.CancelledError:
-                raise
+                await self.catch_up()
             except Exception:
-                logger.warning("broker receive failed", exc_info=True)
-                await asyncio.sleep(1.0)
-                continue
-            if message.get("origin") == self.id:
-                continue
-            if message.get("type") == "fanout.event":
-                self.deliver(message["stream"], int(message["offset"]), message["frame"])
+                logger.warning("catch-up from the log failed", exc_info=True)
+
+    async def catch_up(self) -> None:
+        """Deliver whatever the log holds past each followed stream's head."""
+        for key, state in list(self.streams.items()):
+            while state.head is not None and self.streams.get(key) is state:
+                events = await read_since(key, state.head, REPLAY_PAGE)
+                for event in events:
+                    self.deliver(key, event.offset, event.frame)
+                if len(events) < REPLAY_PAGE:
+                    break
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -268,6 +284,10 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        if self._bus is not None:
+            await self._bus.close()
+        if self._poller is not None:
+            self._poller.cancel()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

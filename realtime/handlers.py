@@ -191,7 +191,7 @@ async def resource_update(conn: Connection, data: ResourceUpdateData, ref: str |
 async def admin_announce(conn: Connection, data: AdminAnnounceData, ref: str | None) -> dict[str, Any]:
     payload = {"text": _sanitized(data.text), "from": user_ref(conn.user), "ts": iso_ms(timezone.now())}
     frame = render_push("system.announcement", payload)
-    return {"delivered_to": get_hub().broadcast_local({"type": "announce", "frame": frame})}
+    return {"delivered_to": get_hub().broadcast_local({"type": "push", "frame": frame})}
 
 
 async def admin_kick(conn: Connection, data: AdminKickData, ref: str | None) -> dict[str, Any]:

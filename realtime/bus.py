@@ -1,0 +1,139 @@
+"""Bus: the channel layer as one server process uses it, and whether the broker answers.
+
+The process owns one layer channel and joins one group per stream it follows, so a
+publish costs one broker message per interested process. The broker is only a bus:
+when a send or a receive fails the bus reports itself unhealthy, keeps every committed
+event in the database, and retries with capped exponential backoff; when the broker
+answers again it re-joins every group (a restarted Redis has forgotten them) and
+reports itself healthy, and the hub catches every stream up from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+logger = logging.getLogger("realtime.bus")
+
+RECOVERY_DELAY_INITIAL = 0.25
+RECOVERY_DELAY_MAX = 5.0
+PROBE_TIMEOUT = 2.0
+
+
+class Bus:
+    def __init__(
+        self,
+        layer: Any,
+        on_message: Callable[[dict[str, Any]], None],
+        on_health: Callable[[bool], None],
+    ) -> None:
+        self.layer = layer
+        self.healthy = True
+        self.groups: set[str] = set()
+        self.channel: str | None = None
+        self._on_message = on_message
+        self._on_health = on_health
+        self._reader: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def join(self, group: str) -> None:
+        self.groups.add(group)
+        if not self.healthy:
+            return  # recovery re-joins every group
+        try:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel("hub.")
+            await self.layer.group_add(group, self.channel)
+        except Exception:
+            self._fail("group_add")
+            return
+        if self._reader is None:
+            self._reader = asyncio.ensure_future(self._read())
+
+    def leave(self, group: str) -> None:
+        self.groups.discard(group)
+        if self.healthy and self.channel is not None:
+            self._spawn(self._quietly(self.layer.group_discard(group, self.channel)))
+
+    def send(self, group: str, message: dict[str, Any]) -> None:
+        if self.healthy:
+            self._spawn(self._send(group, message))
+
+    async def _send(self, group: str, message: dict[str, Any]) -> None:
+        try:
+            await self.layer.group_send(group, message)
+        except Exception:
+            self._fail("group_send")
+
+    async def _read(self) -> None:
+        assert self.channel is not None
+        try:
+            while True:
+                message = await self.layer.receive(self.channel)
+                try:
+                    self._on_message(message)
+                except Exception:
+                    logger.exception("bus message handler failed", extra={"type": message.get("type")})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._reader = None
+            self._fail("receive")
+
+    def _fail(self, operation: str) -> None:
+        if not self.healthy:
+            return
+        self.healthy = False
+        logger.warning("broker unavailable", extra={"event": "broker_down", "operation": operation})
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        self._on_health(False)
+        self._recovery = asyncio.ensure_future(self._recover())
+
+    async def _probe(self) -> None:
+        if self.channel is None:
+            self.channel = await self.layer.new_channel("hub.")
+        ping = getattr(self.layer, "connection", None)
+        if ping is not None:  # RedisChannelLayer: a real round trip to the server
+            await asyncio.wait_for(ping(0).ping(), PROBE_TIMEOUT)
+        for group in list(self.groups):
+            await asyncio.wait_for(self.layer.group_add(group, self.channel), PROBE_TIMEOUT)
+
+    async def _recover(self) -> None:
+        delay = RECOVERY_DELAY_INITIAL
+        while True:
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not crypto
+            try:
+                await self._probe()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = min(RECOVERY_DELAY_MAX, delay * 2)
+                continue
+            self.healthy = True
+            self._recovery = None
+            self._reader = asyncio.ensure_future(self._read())
+            logger.info("broker recovered", extra={"event": "broker_up"})
+            self._on_health(True)
+            return
+
+    @staticmethod
+    async def _quietly(operation: Awaitable[Any]) -> None:
+        with contextlib.suppress(Exception):
+            await operation
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in [self._reader, self._recovery, *self._tasks]:
+            if task is not None:
+                task.cancel()
