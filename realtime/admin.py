@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from realtime.models import ConnectionSession, Event, Resource, Stream
+from realtime.models import ConnectionSession, Event, Resource, ServerInstance, Stream
 
 
 class OpenNowFilter(admin.SimpleListFilter):
@@ -77,3 +77,9 @@ class ResourceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ("=id", "data")
     list_select_related = ("updated_by",)
     readonly_fields = ("version", "updated_by", "created_at", "updated_at")
+
+
+@admin.register(ServerInstance)
+class ServerInstanceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("server_id", "pid", "started_at", "last_heartbeat", "stopped_at")
+    readonly_fields = ("server_id", "pid", "started_at", "last_heartbeat", "stopped_at")

@@ -63,6 +63,7 @@ class RealtimeSettings:
     access_token_ttl: int = 300
     server_id: str | None = None
     retention_hours: float = 24.0
+    server_heartbeat_interval: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RealtimeSettings:
@@ -78,6 +79,7 @@ class RealtimeSettings:
             access_token_ttl=_integer(env, "JWT_ACCESS_TTL", 300, minimum=1),
             server_id=env.get("REALTIME_SERVER_ID") or None,
             retention_hours=_number(env, "REALTIME_RETENTION_HOURS", 24.0, minimum=0.001),
+            server_heartbeat_interval=_number(env, "REALTIME_SERVER_HEARTBEAT_INTERVAL", 10.0, minimum=0.1),
         )
 
     def origin_allowed(self, origin: str) -> bool:

@@ -94,3 +94,21 @@ class Resource(models.Model):
 
     def __str__(self) -> str:
         return f"resource {self.pk} v{self.version}"
+
+
+class ServerInstance(models.Model):
+    """A ``manage.py serve`` process: registered at start, heartbeating while it runs."""
+
+    server_id = models.CharField(max_length=200, unique=True)
+    pid = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_heartbeat = models.DateTimeField(default=timezone.now, db_index=True)
+    # Each server's own interval: audits judge it by its promise, not the auditor's settings.
+    heartbeat_interval = models.FloatField(default=10.0)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("server_id",)
+
+    def __str__(self) -> str:
+        return self.server_id

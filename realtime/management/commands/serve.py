@@ -9,6 +9,7 @@ in-flight work to finish.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -21,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from realtime.asgi_server import RealtimeWebSocketProtocol
 from realtime.conf import realtime_settings, server_id, set_server_id
+from realtime.server_registry import heartbeat_forever, server_register, server_stopped
 
 # Seconds that shutdown waits for connections and handlers before cancelling them.
 GRACEFUL_SHUTDOWN_TIMEOUT = 10
@@ -44,6 +46,7 @@ class ReadyServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
+            self.heartbeat = asyncio.ensure_future(heartbeat_forever(server_id()))
             sys.stdout.write(self.ready_line + "\n")
             sys.stdout.flush()
             logging.getLogger("realtime.server").info(self.ready_line, extra={"server": server_id()})
@@ -91,5 +94,13 @@ class Command(BaseCommand):
             proxy_headers=True,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_TIMEOUT,
         )
+        leaked = server_register(server_id())
+        if leaked:
+            logging.getLogger("realtime.server").warning(
+                "closed sessions left open by a previous process", extra={"server": server_id(), "sessions": leaked}
+            )
         server = ReadyServer(config, f"listening on {host}:{port}")
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        finally:
+            server_stopped(server_id())

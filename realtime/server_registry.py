@@ -1,0 +1,95 @@
+"""Which server processes are alive, for audits of sessions left open by a crashed server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from django.db.models import Count
+from django.utils import timezone
+
+from realtime.conf import realtime_settings
+from realtime.models import ConnectionSession, ServerInstance
+
+logger = logging.getLogger("realtime.server")
+
+# A server silent for this many heartbeat intervals is presumed dead; its open sessions leaked.
+STALE_AFTER_BEATS = 3
+LEAKED_CLOSE_CODE = 1006
+LEAKED_CLOSE_REASON = "server_lost"
+
+
+def server_register(server_id: str) -> int:
+    """Record this process as ``server_id``; close sessions a previous process of that id left open."""
+    now = timezone.now()
+    ServerInstance.objects.update_or_create(
+        server_id=server_id,
+        defaults={
+            "pid": os.getpid(),
+            "started_at": now,
+            "last_heartbeat": now,
+            "heartbeat_interval": realtime_settings().server_heartbeat_interval,
+            "stopped_at": None,
+        },
+    )
+    return _close_sessions(ConnectionSession.objects.filter(server_id=server_id, disconnected_at__isnull=True))
+
+
+def server_heartbeat(server_id: str) -> None:
+    ServerInstance.objects.filter(server_id=server_id).update(last_heartbeat=timezone.now(), stopped_at=None)
+
+
+def server_stopped(server_id: str) -> None:
+    ServerInstance.objects.filter(server_id=server_id).update(stopped_at=timezone.now())
+
+
+def _close_sessions(sessions: object) -> int:
+    assert hasattr(sessions, "update")
+    count: int = sessions.update(
+        disconnected_at=timezone.now(), close_code=LEAKED_CLOSE_CODE, close_reason=LEAKED_CLOSE_REASON
+    )
+    return count
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    open_by_server: dict[str, int]
+    dead_servers: list[str]
+    leaked: int  # open sessions on dead or unknown servers
+    closed: int  # of those, how many were marked closed now
+
+
+def connections_audit(*, fix: bool) -> AuditReport:
+    now = timezone.now()
+    running = ServerInstance.objects.filter(stopped_at__isnull=True).values_list(
+        "server_id", "last_heartbeat", "heartbeat_interval"
+    )
+    alive: set[str] = set()
+    silent: set[str] = set()
+    for server, last, interval in running:
+        if now - last <= timedelta(seconds=interval * STALE_AFTER_BEATS):
+            alive.add(server)
+        else:
+            silent.add(server)
+    open_sessions = ConnectionSession.objects.filter(disconnected_at__isnull=True)
+    counts = dict(open_sessions.values_list("server_id").annotate(n=Count("id")).values_list("server_id", "n"))
+    dead = sorted(silent | (set(counts) - alive))
+    leaked_sessions = open_sessions.exclude(server_id__in=alive)
+    leaked = leaked_sessions.count()
+    closed = _close_sessions(leaked_sessions) if fix and leaked else 0
+    if fix:
+        ServerInstance.objects.filter(server_id__in=dead, stopped_at__isnull=True).update(stopped_at=now)
+    return AuditReport(open_by_server=counts, dead_servers=dead, leaked=leaked, closed=closed)
+
+
+async def heartbeat_forever(server_id: str) -> None:
+    beat = database_sync_to_async(server_heartbeat)
+    while True:
+        await asyncio.sleep(realtime_settings().server_heartbeat_interval)
+        with contextlib.suppress(Exception):  # a database hiccup must not stop the server
+            await beat(server_id)
