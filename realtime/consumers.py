@@ -22,7 +22,7 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -191,15 +191,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 )
             return protocol.fail(command, exc)
         if isinstance(result, AckThen):
-            reply = protocol.complete(command, result.data)
-            await self.send_frame(reply)
-            _spawn(self._follow_up(result, command))
+            await self.send_frame(protocol.complete(command, result.data))
+            follow_up = result.then()
+            if follow_up is not None:
+                _spawn(self._follow_up(follow_up, command))
             return ""
         return protocol.complete(command, result)
 
-    async def _follow_up(self, result: AckThen, command: Command) -> None:
+    async def _follow_up(self, follow_up: Awaitable[None], command: Command) -> None:
         try:
-            await result.then()
+            await follow_up
         except Exception:
             self.log.exception("follow-up failed", extra={"event": command.event, "ref": command.ref})
             await self.close_with(CloseReason.INTERNAL_ERROR)

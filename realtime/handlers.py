@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from accounts.selectors import user_get_by_id, user_get_by_username
 from accounts.tokens import TokenRejected, access_token_verify
-from realtime.event_log import iso_ms
+from realtime.event_log import Appended, iso_ms
 from realtime.fanout import Subscription, get_hub, read_since
 from realtime.protocol.close_codes import CloseReason
 from realtime.protocol.envelope import render_push
@@ -53,10 +53,12 @@ class Connection(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class AckThen:
-    """An ack whose follow-up (a subscription's replay) must start only after the ack is sent."""
+    """An ack with a follow-up that must start only after the ack is sent: a subscription's
+    replay (async), or the fan-out of a publish (sync), so a publisher that is also a
+    subscriber gets its ack before its own event."""
 
     data: dict[str, Any]
-    then: Callable[[], Awaitable[None]]
+    then: Callable[[], Awaitable[None] | None]
 
 
 Handler = Callable[[Connection, Any, str | None], Awaitable[Any]]
@@ -143,7 +145,12 @@ async def stream_history(conn: Connection, data: StreamHistoryData, ref: str | N
     return {"stream": str(name), "events": [event.as_push() for event in events]}
 
 
-async def message_send(conn: Connection, data: MessageSendData, ref: str | None) -> dict[str, Any]:
+def _ack_then_publish(appended: Appended, ack: dict[str, Any]) -> AckThen:
+    hub = get_hub()
+    return AckThen(ack, (lambda: hub.publish(appended.event)) if appended.created else (lambda: None))
+
+
+async def message_send(conn: Connection, data: MessageSendData, ref: str | None) -> AckThen:
     name = StreamName.parse(data.stream)
     if name.kind is not StreamKind.ROOM:
         raise ValidationFailed(
@@ -152,12 +159,10 @@ async def message_send(conn: Connection, data: MessageSendData, ref: str | None)
     appended = await amessage_publish(
         stream=name, event="message.new", sender=conn.user, client_id=ref, text=_sanitized(data.text)
     )
-    if appended.created:
-        get_hub().publish(appended.event)
-    return {"stream": appended.event.stream, "offset": appended.event.offset}
+    return _ack_then_publish(appended, {"stream": appended.event.stream, "offset": appended.event.offset})
 
 
-async def message_direct(conn: Connection, data: MessageDirectData, ref: str | None) -> dict[str, Any]:
+async def message_direct(conn: Connection, data: MessageDirectData, ref: str | None) -> AckThen:
     recipient = await user_get_by_username(data.to)
     if recipient is None:
         raise NotFound(f"user {data.to[:150]} does not exist")
@@ -168,9 +173,7 @@ async def message_direct(conn: Connection, data: MessageDirectData, ref: str | N
         client_id=ref,
         text=_sanitized(data.text),
     )
-    if appended.created:
-        get_hub().publish(appended.event)
-    return {"stream": appended.event.stream, "offset": appended.event.offset}
+    return _ack_then_publish(appended, {"stream": appended.event.stream, "offset": appended.event.offset})
 
 
 async def resource_get(conn: Connection, data: ResourceGetData, ref: str | None) -> dict[str, Any]:
@@ -178,14 +181,12 @@ async def resource_get(conn: Connection, data: ResourceGetData, ref: str | None)
     return {"id": resource["id"], "version": resource["version"], "data": resource["data"]}
 
 
-async def resource_update(conn: Connection, data: ResourceUpdateData, ref: str | None) -> dict[str, Any]:
+async def resource_update(conn: Connection, data: ResourceUpdateData, ref: str | None) -> AckThen:
     appended = await aresource_update(
         resource_id=data.id, version=data.version, data=data.data, user=conn.user, client_id=ref
     )
-    if appended.created:
-        get_hub().publish(appended.event)
     pushed = appended.event.data
-    return {"id": pushed["id"], "version": pushed["version"]}
+    return _ack_then_publish(appended, {"id": pushed["id"], "version": pushed["version"]})
 
 
 async def admin_announce(conn: Connection, data: AdminAnnounceData, ref: str | None) -> dict[str, Any]:

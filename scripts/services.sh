@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start throwaway PostgreSQL and Redis servers for the test suite, on free loopback ports,
-# installing Debian's packages first when they are missing. Prints `export` lines:
+# installing Debian's packages first when they are missing (nginx too: the e2e tests run
+# the deployment's nginx configuration in front of real servers). Prints `export` lines:
 #   eval "$(scripts/services.sh start DIR)"   ...   scripts/services.sh stop DIR
 set -euo pipefail
 
@@ -20,6 +21,7 @@ install_missing() {
   local need=()
   command -v redis-server >/dev/null || need+=(redis-server)
   find_pg_bin >/dev/null || need+=(postgresql)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} (Debian packages)" >&2
     export DEBIAN_FRONTEND=noninteractive
