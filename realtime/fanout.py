@@ -36,6 +36,8 @@ from realtime.protocol.streams import StreamName
 logger = logging.getLogger("realtime.fanout")
 
 REPLAY_PAGE = 500
+# Every hub joins this group: announcements and kicks reach every server through it.
+CONTROL_GROUP = "realtime.control"
 DEGRADED_POLL_INTERVAL = 1.0
 GAP_FILL_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -93,7 +95,13 @@ class Hub:
             else Bus(layer, self._on_bus_message, self._on_bus_health)
         )
         self._poller: asyncio.Task[None] | None = None
+        self._control_joined = False
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def multi_process(self) -> bool:
+        """Whether other server processes share this one's streams (a broker is configured)."""
+        return self._bus is not None
 
     @property
     def degraded(self) -> bool:
@@ -103,6 +111,9 @@ class Hub:
 
     def register(self, conn: Subscriber) -> None:
         self.connections.add(conn)
+        if self._bus is not None and not self._control_joined:
+            self._control_joined = True
+            self._spawn(self._bus.join(CONTROL_GROUP))
 
     def unregister(self, conn: Subscriber, subscriptions: list[Subscription]) -> None:
         self.connections.discard(conn)
@@ -117,6 +128,23 @@ class Hub:
                 conn.control(message)
                 count += 1
         return count
+
+    def count_local(self, user_id: int | None = None) -> int:
+        if user_id is None:
+            return len(self.connections)
+        return sum(1 for conn in self.connections if conn.user_id == user_id)
+
+    def broadcast(self, message: dict[str, Any], user_id: int | None = None) -> int:
+        """A control message for every session (of ``user_id``, if given) on every server.
+
+        Returns how many local sessions took it; other servers apply it when the bus delivers.
+        """
+        predicate = None if user_id is None else (lambda conn: conn.user_id == user_id)
+        local = self.broadcast_local(message, predicate)
+        if self._bus is not None:
+            envelope = {"type": "control", "origin": self.id, "message": message, "user_id": user_id}
+            self._bus.send(CONTROL_GROUP, envelope)
+        return local
 
     # Subscriptions ---------------------------------------------------------------------
 
@@ -242,8 +270,14 @@ class Hub:
     # The bus ---------------------------------------------------------------------------
 
     def _on_bus_message(self, message: dict[str, Any]) -> None:
-        if message.get("origin") != self.id and message.get("type") == "fanout.event":
+        if message.get("origin") == self.id:
+            return
+        if message.get("type") == "fanout.event":
             self.deliver(message["stream"], int(message["offset"]), message["frame"])
+        elif message.get("type") == "control":
+            user_id = message.get("user_id")
+            predicate = None if user_id is None else (lambda conn: conn.user_id == user_id)
+            self.broadcast_local(message["message"], predicate)
 
     def _on_bus_health(self, healthy: bool) -> None:
         """Tell every session; while the broker is away, read other processes' events from the log."""

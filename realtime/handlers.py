@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from accounts.selectors import user_get_by_id, user_get_by_username
 from accounts.tokens import TokenRejected, access_token_verify
+from realtime.conf import server_id
 from realtime.event_log import Appended, iso_ms
 from realtime.fanout import Subscription, get_hub, read_since
 from realtime.protocol.close_codes import CloseReason
@@ -37,7 +38,7 @@ from realtime.protocol.schemas import (
 )
 from realtime.protocol.streams import StreamKind, StreamName
 from realtime.sanitize import text_sanitize
-from realtime.selectors import aresource_get
+from realtime.selectors import aopen_sessions_elsewhere, aresource_get
 from realtime.services import amessage_publish, aresource_update, user_ref
 
 
@@ -189,18 +190,27 @@ async def resource_update(conn: Connection, data: ResourceUpdateData, ref: str |
     return _ack_then_publish(appended, {"id": pushed["id"], "version": pushed["version"]})
 
 
-async def admin_announce(conn: Connection, data: AdminAnnounceData, ref: str | None) -> dict[str, Any]:
+async def admin_announce(conn: Connection, data: AdminAnnounceData, ref: str | None) -> AckThen:
     payload = {"text": _sanitized(data.text), "from": user_ref(conn.user), "ts": iso_ms(timezone.now())}
-    frame = render_push("system.announcement", payload)
-    return {"delivered_to": get_hub().broadcast_local({"type": "push", "frame": frame})}
+    message = {"type": "push", "frame": render_push("system.announcement", payload)}
+    hub = get_hub()
+    elsewhere = await aopen_sessions_elsewhere(server_id()) if hub.multi_process else 0
+    # Sent after the ack, so the sender's own copy does not overtake its reply.
+    return AckThen({"delivered_to": hub.count_local() + elsewhere}, lambda: _broadcast(message))
 
 
-async def admin_kick(conn: Connection, data: AdminKickData, ref: str | None) -> dict[str, Any]:
+async def admin_kick(conn: Connection, data: AdminKickData, ref: str | None) -> AckThen:
     target = await user_get_by_username(data.username)
     if target is None:
         raise NotFound(f"user {data.username[:150]} does not exist")
-    closed = get_hub().broadcast_local({"type": "kick"}, lambda c: c.user_id == target.pk)
-    return {"closed": closed}
+    hub = get_hub()
+    elsewhere = await aopen_sessions_elsewhere(server_id(), user_id=target.pk) if hub.multi_process else 0
+    closed = hub.count_local(user_id=target.pk) + elsewhere
+    return AckThen({"closed": closed}, lambda: _broadcast({"type": "kick"}, user_id=target.pk))
+
+
+def _broadcast(message: dict[str, Any], user_id: int | None = None) -> None:
+    get_hub().broadcast(message, user_id=user_id)
 
 
 HANDLERS: dict[str, Handler] = {

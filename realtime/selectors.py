@@ -6,7 +6,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from realtime.models import Resource
+from realtime.models import ConnectionSession, Resource
 from realtime.protocol.errors import NotFound
 
 
@@ -28,3 +28,18 @@ def resource_get(resource_id: int) -> dict[str, Any]:
 
 
 aresource_get = database_sync_to_async(resource_get)
+
+
+def open_sessions_elsewhere(server_id: str, user_id: int | None = None) -> int:
+    """Sessions open on other live servers (all, or one user's): what a broadcast there will reach."""
+    from realtime.server_registry import servers_by_liveness
+
+    alive, _ = servers_by_liveness()
+    alive.discard(server_id)
+    sessions = ConnectionSession.objects.filter(disconnected_at__isnull=True, server_id__in=alive)
+    if user_id is not None:
+        sessions = sessions.filter(user_id=user_id)
+    return sessions.count()
+
+
+aopen_sessions_elsewhere = database_sync_to_async(open_sessions_elsewhere)

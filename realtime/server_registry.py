@@ -64,7 +64,8 @@ class AuditReport:
     closed: int  # of those, how many were marked closed now
 
 
-def connections_audit(*, fix: bool) -> AuditReport:
+def servers_by_liveness() -> tuple[set[str], set[str]]:
+    """(alive, silent): running servers that heartbeat on time, and those that stopped beating."""
     now = timezone.now()
     running = ServerInstance.objects.filter(stopped_at__isnull=True).values_list(
         "server_id", "last_heartbeat", "heartbeat_interval"
@@ -76,6 +77,12 @@ def connections_audit(*, fix: bool) -> AuditReport:
             alive.add(server)
         else:
             silent.add(server)
+    return alive, silent
+
+
+def connections_audit(*, fix: bool) -> AuditReport:
+    now = timezone.now()
+    alive, silent = servers_by_liveness()
     open_sessions = ConnectionSession.objects.filter(disconnected_at__isnull=True)
     counts = dict(open_sessions.values_list("server_id").annotate(n=Count("id")).values_list("server_id", "n"))
     dead = sorted(silent | (set(counts) - alive))

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import scaled
-from tests.e2e.helpers import ServerProcess, call, connect, http_json, obtain_tokens, recv_json
+from tests.e2e.helpers import ServerProcess, call, connect, expect_close, http_json, obtain_tokens, recv_json
 from tests.e2e.redis_server import RedisServer, free_port
 
 
@@ -165,4 +165,28 @@ async def test_broker_failure_degrades_and_recovers_without_loss(server_factory,
         assert [f["offset"] for f in seen] == list(range(1, 71))
     assert http_json("GET", f"{b.http_url}/readyz")[0] == 200
     for ws in (sub_a, sub_b, pub):
+        await ws.close()
+
+
+async def test_announce_and_kick_reach_every_server(server_factory, redis: RedisServer) -> None:
+    """Security: Unauthorized action (operator side) -> a staff announcement reaches sessions on
+    every server, and a kick closes the user's sessions on every server with 4403 kicked."""
+    a = server_factory(REDIS_URL=redis.url)
+    b = server_factory(REDIS_URL=redis.url)
+    staff = await _client(a, "admin")
+    bobs = [await _client(a, "bob"), await _client(b, "bob"), await _client(b, "bob")]
+    alice = await _client(b)
+    ack = await call(staff, {"event": "admin.announce", "id": "ann", "data": {"text": "maintenance at noon"}})
+    assert ack["event"] == "ack", ack
+    assert ack["data"]["delivered_to"] == 5
+    for ws in [staff, *bobs, alice]:  # the sender included, after its ack
+        frame = await _wait_for_event(ws, "system.announcement", [])
+        assert frame["data"]["text"] == "maintenance at noon"
+    ack = await call(staff, {"event": "admin.kick", "id": "kick", "data": {"username": "bob"}})
+    assert ack["data"] == {"closed": 3}
+    for ws in bobs:
+        code, reason, _ = await expect_close(ws)
+        assert (code, reason) == (4403, "kicked")
+    assert (await call(alice, {"event": "echo", "id": "still", "data": {}}))["ref"] == "still"
+    for ws in (staff, alice):
         await ws.close()
