@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from realtime.conf import RealtimeSettings
 
@@ -89,10 +90,18 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Which channels-redis layer carries the bus (docs/decisions.md): "core" (lists, one
+# message per process group member) or "pubsub" (Redis PUBLISH/SUBSCRIBE).
+REDIS_LAYER = env.str("REALTIME_REDIS_LAYER", default="core")
+if REDIS_LAYER not in ("core", "pubsub"):
+    raise ImproperlyConfigured(f"REALTIME_REDIS_LAYER={REDIS_LAYER!r}: expected core or pubsub")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": {
+                "core": "channels_redis.core.RedisChannelLayer",
+                "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            }[REDIS_LAYER],
             "CONFIG": {"hosts": [REDIS_URL]},
         }
     }
