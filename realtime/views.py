@@ -37,11 +37,14 @@ async def _broker_state() -> str:
     connection_for = getattr(layer, "connection", None)
     if connection_for is None:  # the in-memory layer lives in this process
         return "ok"
-    try:
-        await asyncio.wait_for(connection_for(0).ping(), PROBE_TIMEOUT)
-    except Exception:
-        return "unavailable"
-    return "ok"
+    # Two tries: after a broker restart the pool may hand out one stale connection first.
+    for _ in range(2):
+        try:
+            await asyncio.wait_for(connection_for(0).ping(), PROBE_TIMEOUT)
+        except Exception:  # noqa: S112 - any failure means "not ready"; try a fresh connection
+            continue
+        return "ok"
+    return "unavailable"
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:

@@ -3,17 +3,19 @@ command started one, else a temporary SQLite file), after daphne's ``DaphneProce
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import PASSWORD, PYTHON, REPO, ServerProcess, base_env
+from tests.e2e.helpers import PASSWORD, PYTHON, REPO, ServerProcess, base_env, open_clients
 
 SEED = f"""
 import json
@@ -98,3 +100,12 @@ def server_factory(e2e_db: E2EDatabase, tmp_path: Path) -> Iterator[ServerFactor
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    while open_clients:
+        ws = open_clients.pop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(), 5)

@@ -175,9 +175,16 @@ def raw_http(port: int, request: bytes, host: str = "127.0.0.1", timeout: float 
     return status, head, body
 
 
+# Every client a test opens, closed by the e2e conftest after the test even when it failed,
+# so no socket is left for the garbage collector to complain about in a later test.
+open_clients: list[ClientConnection] = []
+
+
 async def connect(server: ServerProcess, token: str | None = None, **kwargs: Any) -> ClientConnection:
     url = server.ws_url if token is None else f"{server.ws_url}?token={token}"
-    return await ws_connect(url, open_timeout=scaled(10), **kwargs)
+    ws = await ws_connect(url, open_timeout=scaled(10), **kwargs)
+    open_clients.append(ws)
+    return ws
 
 
 async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:

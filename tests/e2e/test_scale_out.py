@@ -163,7 +163,12 @@ async def test_broker_failure_degrades_and_recovers_without_loss(server_factory,
     assert "system.degraded" in others_a
     for seen in (seen_a, seen_b):
         assert [f["offset"] for f in seen] == list(range(1, 71))
-    assert http_json("GET", f"{b.http_url}/readyz")[0] == 200
+    for _ in range(50):  # readiness follows the broker back within seconds
+        if http_json("GET", f"{b.http_url}/readyz")[0] == 200:
+            break
+        await asyncio.sleep(0.2)
+    status, _, body = http_json("GET", f"{b.http_url}/readyz")
+    assert (status, body) == (200, {"database": "ok", "broker": "ok"})
     for ws in (sub_a, sub_b, pub):
         await ws.close()
 
