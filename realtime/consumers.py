@@ -72,6 +72,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     protocol: ProtocolSession | None = None
     user: Any = None
     user_id = 0
+    password_hash = ""
     closing = False
     close_reason: str = ""
     messages_in = 0
@@ -109,6 +110,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
         user = self.user = self.scope["user"]
         self.user_id = user.pk
+        self.password_hash = user.password  # a later change ends the session (account_watch.py)
         self.subscriptions: dict[str, Subscription] = {}
         queue = SendQueue(self._settings.send_queue, self._settings.send_queue_bytes)
         self.outbox = Outbox(self._send_text, queue, self._overflowed)
@@ -237,7 +239,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if message["type"] == "push":
             self.enqueue(message["frame"])
         elif message["type"] == "kick":
-            _spawn(self.close_with(CloseReason.KICKED))
+            disabled = message.get("reason") == CloseReason.ACCOUNT_DISABLED.value
+            _spawn(self.close_with(CloseReason.ACCOUNT_DISABLED if disabled else CloseReason.KICKED))
 
     async def close_with(self, reason: CloseReason) -> None:
         if self.closing:

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
+from realtime.account_watch import AccountWatch
 from realtime.bus import Bus
 from realtime.event_log import CommittedEvent, EventLog, StreamInfo
 from realtime.protocol.envelope import render_push
@@ -47,6 +48,7 @@ stream_info = database_sync_to_async(EventLog.stream_info)
 
 class Subscriber(Protocol):
     user_id: int
+    password_hash: str
 
     def enqueue(self, frame: str) -> bool: ...
 
@@ -96,6 +98,7 @@ class Hub:
         )
         self._poller: asyncio.Task[None] | None = None
         self._control_joined = False
+        self._accounts = AccountWatch(lambda: self.connections)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -111,6 +114,7 @@ class Hub:
 
     def register(self, conn: Subscriber) -> None:
         self.connections.add(conn)
+        self._accounts.start()
         if self._bus is not None and not self._control_joined:
             self._control_joined = True
             self._spawn(self._bus.join(CONTROL_GROUP))
@@ -318,6 +322,7 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        await self._accounts.close()
         if self._bus is not None:
             await self._bus.close()
         if self._poller is not None:
