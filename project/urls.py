@@ -4,6 +4,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from realtime import views
 from realtime.api import ResourceDetailView, ResourceListView
+from realtime.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -11,6 +12,7 @@ urlpatterns = [
     path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
     path("api/resources/", ResourceListView.as_view(), name="resource_list"),
     path("api/resources/<int:pk>/", ResourceDetailView.as_view(), name="resource_detail"),
+    path("metrics", metrics_view, name="metrics"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("ws/", views.websocket_required, name="websocket_required"),

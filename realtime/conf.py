@@ -7,6 +7,7 @@ and stores it as ``settings.REALTIME``; everything else reads it through
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -50,6 +51,19 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
 
 
+def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    parts = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for part in parts:
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name}: {part!r} is not an IP address or network") from None
+    return parts
+
+
 @dataclass(frozen=True, slots=True)
 class RealtimeSettings:
     allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
@@ -64,6 +78,7 @@ class RealtimeSettings:
     server_id: str | None = None
     retention_hours: float = 24.0
     server_heartbeat_interval: float = 10.0
+    metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RealtimeSettings:
@@ -80,6 +95,7 @@ class RealtimeSettings:
             server_id=env.get("REALTIME_SERVER_ID") or None,
             retention_hours=_number(env, "REALTIME_RETENTION_HOURS", 24.0, minimum=0.001),
             server_heartbeat_interval=_number(env, "REALTIME_SERVER_HEARTBEAT_INTERVAL", 10.0, minimum=0.1),
+            metrics_allow=_networks(env, "REALTIME_METRICS_ALLOW", ("127.0.0.1/32", "::1/128")),
         )
 
     def origin_allowed(self, origin: str) -> bool:

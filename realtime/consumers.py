@@ -29,6 +29,7 @@ from typing import Any
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from realtime import metrics
 from realtime.conf import realtime_settings, server_id
 from realtime.fanout import Subscription, get_hub
 from realtime.flow_control import RateLimiter, RateVerdict, SendQueue
@@ -105,6 +106,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if failure is not None:
             await self.accept()
             self.log.info("connection refused", extra={"event": "connect", "close_reason": failure.value})
+            metrics.REFUSED.labels(failure.value).inc()
             await self.close_with(failure)
             return
 
@@ -150,6 +152,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self._idle_timer = self._loop.call_at(self._last_rx + settings.idle_timeout, self._idle_fired)
         self.extend_session(self.scope["token_expires_at"])
         self.log.info("connected", extra={"event": "connect", "remote": str(client[0])})
+        metrics.CONNECTS.inc()
+        metrics.OPEN_CONNECTIONS.inc()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         protocol = self.protocol
@@ -163,6 +167,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 self._pause_client(now)
             elif verdict is RateVerdict.REJECT:
                 refused = protocol.refuse_unprocessed(text_data or "", RateLimited())
+                metrics.RATE_LIMITED.inc()
+                metrics.count_in(refused.event)
                 self._log_error(RateLimited(), refused.event, refused.ref, refused.seq)
                 await self.send_frame(refused.reply)
                 return
@@ -171,6 +177,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 await self.close_with(CloseReason.RATE_LIMITED)
                 return
         outcome = protocol.receive_bytes() if text_data is None else protocol.receive_text(text_data)
+        metrics.count_in(outcome.event)
         if isinstance(outcome, Immediate):
             if outcome.error is not None:
                 self._log_error(outcome.error, outcome.event, outcome.ref, outcome.seq)
@@ -187,6 +194,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             if isinstance(exc, ProtocolError):
                 self._log_error(exc, command.event, command.ref, command.seq)
             else:
+                metrics.ERRORS.labels("internal_error").inc()
                 self.log.exception(
                     "handler failed",
                     extra={"event": command.event, "ref": command.ref, "seq": command.seq, "code": "internal_error"},
@@ -208,6 +216,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.close_with(CloseReason.INTERNAL_ERROR)
 
     def _log_error(self, error: ProtocolError, event: str | None, ref: str | None, seq: int | None) -> None:
+        metrics.ERRORS.labels(error.code.value).inc()
         self.log.info(
             "client error",
             extra={"event": event, "ref": ref, "seq": seq, "code": error.code.value, "detail": error.message[:200]},
@@ -218,6 +227,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.outbox.reply(text)
 
     async def _send_text(self, text: str) -> None:
+        metrics.MESSAGES_OUT.inc()
         await self.base_send({"type": "websocket.send", "text": text})
 
     def enqueue(self, frame: str) -> bool:
@@ -229,6 +239,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     def _overflowed(self) -> None:
         assert self.outbox is not None
         self.log.warning("send queue overflow", extra={"event": "slow_consumer", "queued": len(self.outbox.queue)})
+        metrics.SLOW_CONSUMERS.inc()
         _spawn(self.close_with(CloseReason.SLOW_CONSUMER))
 
     def replay_page_size(self) -> int:
@@ -258,6 +269,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     def _pause_client(self, now: float) -> None:
         assert self._limiter is not None
         delay = self._limiter.resume_delay(now)
+        metrics.FLOW_PAUSES.inc()
         self.enqueue(render_push("flow.pause", {"retry_after_ms": math.ceil(delay * 1000)}))
         self._resume_timer = self._loop.call_at(now + delay, self._resume_client)
 
@@ -317,6 +329,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     # Teardown ------------------------------------------------------------------------
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        code = message.get("code")
+        reason = message.get("reason") or self.close_reason
         self.closing = True
         self._cancel_timers()
         if self.outbox is not None:
@@ -324,8 +338,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self.protocol is not None:
             self._hub.unregister(self, list(self.subscriptions.values()))
             self.subscriptions.clear()
-        code = message.get("code")
-        reason = message.get("reason") or self.close_reason
+            metrics.OPEN_CONNECTIONS.dec()
+            metrics.CLOSES.labels(str(code)).inc()
+            if self.outbox is not None:
+                metrics.QUEUE_HIGH_WATER.observe(self.outbox.queue.high_water)
         if self.protocol is not None:
             try:
                 await connection_session_close(

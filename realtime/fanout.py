@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
+from realtime import metrics
 from realtime.account_watch import AccountWatch
 from realtime.bus import Bus
 from realtime.event_log import CommittedEvent, EventLog, StreamInfo
@@ -97,6 +99,8 @@ class Hub:
             else Bus(layer, self._on_bus_message, self._on_bus_health)
         )
         self._poller: asyncio.Task[None] | None = None
+        if self._bus is not None:
+            metrics.BROKER_UP.set(1)
         self._control_joined = False
         self._accounts = AccountWatch(lambda: self.connections)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -219,7 +223,8 @@ class Hub:
 
     def publish(self, event: CommittedEvent) -> None:
         """Deliver a committed event here and send it once to every other process."""
-        self.deliver(event.stream, event.offset, event.frame)
+        published_at = time.time()
+        self.deliver(event.stream, event.offset, event.frame, published_at)
         if self._bus is not None:
             message = {
                 "type": "fanout.event",
@@ -227,13 +232,16 @@ class Hub:
                 "stream": event.stream,
                 "offset": event.offset,
                 "frame": event.frame,
+                "published_at": published_at,
             }
             self._bus.send(StreamName.parse(event.stream).group, message)
 
-    def deliver(self, stream: str, offset: int, frame: str) -> None:
+    def deliver(self, stream: str, offset: int, frame: str, published_at: float | None = None) -> None:
         state = self.streams.get(stream)
         if state is None or (state.head is not None and offset <= state.head):
             return
+        if published_at is not None:
+            metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - published_at))
         state.pending[offset] = frame
         if state.head is not None:
             self._drain(state)
@@ -277,7 +285,7 @@ class Hub:
         if message.get("origin") == self.id:
             return
         if message.get("type") == "fanout.event":
-            self.deliver(message["stream"], int(message["offset"]), message["frame"])
+            self.deliver(message["stream"], int(message["offset"]), message["frame"], message.get("published_at"))
         elif message.get("type") == "control":
             user_id = message.get("user_id")
             predicate = None if user_id is None else (lambda conn: conn.user_id == user_id)
@@ -285,6 +293,7 @@ class Hub:
 
     def _on_bus_health(self, healthy: bool) -> None:
         """Tell every session; while the broker is away, read other processes' events from the log."""
+        metrics.BROKER_UP.set(1 if healthy else 0)
         if healthy:
             if self._poller is not None:
                 self._poller.cancel()

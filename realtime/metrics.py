@@ -1,0 +1,101 @@
+"""Prometheus metrics of the realtime service, and the protected ``/metrics`` endpoint.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (a directory shared by the ``serve`` processes of
+one host, emptied before they start), every process writes its samples there and
+``/metrics`` on any of them reports the sum for the host; without it each process
+reports its own. Label values come from bounded sets only (event names of the
+contract, error and close codes), never from client input.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from realtime.conf import realtime_settings
+from realtime.protocol.events import EVENTS
+
+OPEN_CONNECTIONS = Gauge("realtime_open_connections", "WebSocket sessions open now", multiprocess_mode="livesum")
+CONNECTS = Counter("realtime_connects", "Authenticated WebSocket sessions opened")
+REFUSED = Counter("realtime_refused", "Handshakes refused after the upgrade, by close reason", ["reason"])
+CLOSES = Counter("realtime_closes", "Sessions closed, by close code", ["code"])
+MESSAGES_IN = Counter("realtime_messages_in", "Client messages received, by event", ["event"])
+MESSAGES_OUT = Counter("realtime_messages_out", "Frames sent to clients")
+ERRORS = Counter("realtime_errors", "Error replies sent, by error code", ["code"])
+QUEUE_HIGH_WATER = Histogram(
+    "realtime_send_queue_high_water",
+    "Deepest send queue of each session, in frames, observed when it closes",
+    buckets=(0, 1, 5, 10, 50, 100, 500, 1000, 5000),
+)
+FLOW_PAUSES = Counter("realtime_flow_pauses", "flow.pause signals sent")
+RATE_LIMITED = Counter("realtime_rate_limited", "Messages refused with rate_limited")
+SLOW_CONSUMERS = Counter("realtime_slow_consumer_closes", "Sessions closed because their send queue overflowed")
+BROKER_UP = Gauge("realtime_broker_up", "1 while the channel layer answers, 0 while degraded", multiprocess_mode="min")
+DELIVERY_LATENCY = Histogram(
+    "realtime_publish_to_delivery_seconds",
+    "From commit of an event to its hand-off to this process's subscribers",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+KNOWN_EVENTS = frozenset(EVENTS)
+
+
+def event_label(event: str | None) -> str:
+    """The event as a label: a contract event name, or one bucket for everything else."""
+    return event if event in KNOWN_EVENTS else "other"
+
+
+def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(part, strict=False) for part in realtime_settings().metrics_allow]
+
+
+def _client_allowed(request: HttpRequest) -> bool:
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in network for network in _allowed_networks())
+
+
+def _staff_token(request: HttpRequest) -> bool:
+    from rest_framework.exceptions import AuthenticationFailed
+    from rest_framework_simplejwt.authentication import JWTAuthentication
+    from rest_framework_simplejwt.exceptions import InvalidToken
+
+    try:
+        result = JWTAuthentication().authenticate(request)  # type: ignore[arg-type]
+    except (InvalidToken, AuthenticationFailed):
+        return False
+    return result is not None and bool(getattr(result[0], "is_staff", False))
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format, for allowed addresses (REALTIME_METRICS_ALLOW) or a staff token."""
+    if not (_client_allowed(request) or _staff_token(request)):
+        return HttpResponse("metrics are for operators: staff token or allowed address\n", status=403)
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+# Children resolved once: .labels() on every message would cost a dict build and lookup.
+_IN = {name: MESSAGES_IN.labels(name) for name in (*KNOWN_EVENTS, "other")}
+
+
+def count_in(event: str | None) -> None:
+    _IN[event_label(event)].inc()
