@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from asgiref.sync import async_to_sync
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -42,8 +43,23 @@ class ConnectionSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     date_hierarchy = "connected_at"
     readonly_fields = [f.name for f in ConnectionSession._meta.fields]
 
+    actions = ("close_sessions",)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.action(description="Close the selected open sessions (4403 kicked), on whichever server")
+    def close_sessions(self, request: HttpRequest, queryset: QuerySet[ConnectionSession]) -> None:
+        ids = [str(pk) for pk in queryset.filter(disconnected_at__isnull=True).values_list("id", flat=True)]
+        if ids:
+            async_to_sync(_close_sessions)(ids)
+        self.message_user(request, f"Asked {len(ids)} open session(s) to close.")
+
+
+async def _close_sessions(session_ids: list[str]) -> None:
+    from realtime.fanout import get_hub
+
+    get_hub().broadcast({"type": "kick"}, session_ids=session_ids)
 
 
 @admin.register(Stream)

@@ -98,6 +98,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.session_id = uuid.uuid4()
+        self.session_key = str(self.session_id)
         self._loop = asyncio.get_running_loop()
         self._settings = realtime_settings()
         self.log = ConnectionLog(logger, {"conn": str(self.session_id), "server": server_id()})

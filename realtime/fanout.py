@@ -51,6 +51,7 @@ stream_info = database_sync_to_async(EventLog.stream_info)
 class Subscriber(Protocol):
     user_id: int
     password_hash: str
+    session_key: str
 
     def enqueue(self, frame: str) -> bool: ...
 
@@ -142,15 +143,22 @@ class Hub:
             return len(self.connections)
         return sum(1 for conn in self.connections if conn.user_id == user_id)
 
-    def broadcast(self, message: dict[str, Any], user_id: int | None = None) -> int:
-        """A control message for every session (of ``user_id``, if given) on every server.
+    def broadcast(
+        self, message: dict[str, Any], user_id: int | None = None, session_ids: list[str] | None = None
+    ) -> int:
+        """A control message for every session (of ``user_id``, or in ``session_ids``) on every server.
 
         Returns how many local sessions took it; other servers apply it when the bus delivers.
         """
-        predicate = None if user_id is None else (lambda conn: conn.user_id == user_id)
-        local = self.broadcast_local(message, predicate)
+        local = self.broadcast_local(message, _target(user_id, session_ids))
         if self._bus is not None:
-            envelope = {"type": "control", "origin": self.id, "message": message, "user_id": user_id}
+            envelope = {
+                "type": "control",
+                "origin": self.id,
+                "message": message,
+                "user_id": user_id,
+                "session_ids": session_ids,
+            }
             self._bus.send(CONTROL_GROUP, envelope)
         return local
 
@@ -287,9 +295,7 @@ class Hub:
         if message.get("type") == "fanout.event":
             self.deliver(message["stream"], int(message["offset"]), message["frame"], message.get("published_at"))
         elif message.get("type") == "control":
-            user_id = message.get("user_id")
-            predicate = None if user_id is None else (lambda conn: conn.user_id == user_id)
-            self.broadcast_local(message["message"], predicate)
+            self.broadcast_local(message["message"], _target(message.get("user_id"), message.get("session_ids")))
 
     def _on_bus_health(self, healthy: bool) -> None:
         """Tell every session; while the broker is away, read other processes' events from the log."""
@@ -341,6 +347,15 @@ class Hub:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+
+
+def _target(user_id: int | None, session_ids: list[str] | None) -> Callable[[Subscriber], bool] | None:
+    if session_ids is not None:
+        wanted = set(session_ids)
+        return lambda conn: conn.session_key in wanted
+    if user_id is not None:
+        return lambda conn: conn.user_id == user_id
+    return None
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -106,6 +106,12 @@ class ServerInstance(models.Model):
     # Each server's own interval: audits judge it by its promise, not the auditor's settings.
     heartbeat_interval = models.FloatField(default=10.0)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # Written with each heartbeat, for `manage.py realtime_stats`.
+    open_connections = models.PositiveIntegerField(default=0)
+    messages_in_total = models.PositiveBigIntegerField(default=0)
+    messages_out_total = models.PositiveBigIntegerField(default=0)
+    messages_in_rate = models.FloatField(default=0.0)
+    messages_out_rate = models.FloatField(default=0.0)
 
     class Meta:
         ordering = ("server_id",)

@@ -40,8 +40,26 @@ def server_register(server_id: str) -> int:
     return _close_sessions(ConnectionSession.objects.filter(server_id=server_id, disconnected_at__isnull=True))
 
 
-def server_heartbeat(server_id: str) -> None:
-    ServerInstance.objects.filter(server_id=server_id).update(last_heartbeat=timezone.now(), stopped_at=None)
+@dataclass(frozen=True, slots=True)
+class LoadSample:
+    open_connections: int
+    messages_in: int
+    messages_out: int
+    in_rate: float
+    out_rate: float
+
+
+def server_heartbeat(server_id: str, load: LoadSample | None = None) -> None:
+    fields: dict[str, object] = {"last_heartbeat": timezone.now(), "stopped_at": None}
+    if load is not None:
+        fields.update(
+            open_connections=load.open_connections,
+            messages_in_total=load.messages_in,
+            messages_out_total=load.messages_out,
+            messages_in_rate=load.in_rate,
+            messages_out_rate=load.out_rate,
+        )
+    ServerInstance.objects.filter(server_id=server_id).update(**fields)
 
 
 def server_stopped(server_id: str) -> None:
@@ -94,9 +112,31 @@ def connections_audit(*, fix: bool) -> AuditReport:
     return AuditReport(open_by_server=counts, dead_servers=dead, leaked=leaked, closed=closed)
 
 
+def _counter_total(metric: object) -> int:
+    collect = getattr(metric, "collect")  # noqa: B009 - prometheus_client's public collect()
+    return int(sum(s.value for family in collect() for s in family.samples if s.name.endswith("_total")))
+
+
 async def heartbeat_forever(server_id: str) -> None:
+    from realtime import metrics
+    from realtime.fanout import get_hub
+
     beat = database_sync_to_async(server_heartbeat)
+    loop = asyncio.get_running_loop()
+    last_in = last_out = 0
+    last_at = loop.time()
     while True:
         await asyncio.sleep(realtime_settings().server_heartbeat_interval)
+        now = loop.time()
+        messages_in, messages_out = _counter_total(metrics.MESSAGES_IN), _counter_total(metrics.MESSAGES_OUT)
+        elapsed = max(now - last_at, 1e-6)
+        load = LoadSample(
+            open_connections=get_hub().count_local(),
+            messages_in=messages_in,
+            messages_out=messages_out,
+            in_rate=(messages_in - last_in) / elapsed,
+            out_rate=(messages_out - last_out) / elapsed,
+        )
+        last_in, last_out, last_at = messages_in, messages_out, now
         with contextlib.suppress(Exception):  # a database hiccup must not stop the server
-            await beat(server_id)
+            await beat(server_id, load)

@@ -23,7 +23,9 @@ from accounts.models import User
 ids = {{}}
 for name, staff, active in [("alice", False, True), ("bob", False, True), ("carol", False, False),
                             ("admin", True, True)]:
-    user = User.objects.create_user(username=name, password={PASSWORD!r}, is_staff=staff, is_active=active)
+    user = User.objects.create_user(
+        username=name, password={PASSWORD!r}, is_staff=staff, is_superuser=staff, is_active=active
+    )
     ids[name] = user.pk
 print("USERS=" + json.dumps(ids))
 """
