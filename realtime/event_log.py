@@ -50,6 +50,14 @@ class CommittedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendRequest:
+    stream: str
+    event: str
+    data: dict[str, Any]
+    key: tuple[int, str] | None = None  # (sender id, client id): the idempotency key
+
+
+@dataclass(frozen=True, slots=True)
 class Appended:
     event: CommittedEvent
     created: bool  # False: an earlier publish with the same (sender, id) was returned
@@ -67,11 +75,12 @@ class EventLog:
         return StreamInfo(stream.name, stream.epoch, stream.head, stream.pruned_through)
 
     @staticmethod
-    def _claim_offset(stream_id: int) -> int:
+    def _claim_offset(stream_id: int, count: int = 1) -> int:
+        """Advance the stream's head by ``count``; return the new head (the last offset claimed)."""
         with connection.cursor() as cursor:
             cursor.execute(
-                "UPDATE realtime_stream SET head = head + 1 WHERE id = %s RETURNING head",
-                [stream_id],
+                "UPDATE realtime_stream SET head = head + %s WHERE id = %s RETURNING head",
+                [count, stream_id],
             )
             row = cursor.fetchone()
         return int(row[0])
@@ -134,6 +143,73 @@ class EventLog:
             client_id=key[1] if key else None,
         )
         return Appended(CommittedEvent(stream, offset, event, data), created=True)
+
+    @classmethod
+    def append_batch(cls, requests: list[AppendRequest]) -> list[Appended]:
+        """Commit many events in one transaction (group commit); results in request order.
+
+        Each stream's offsets are claimed with one ``UPDATE ... RETURNING`` for the whole
+        batch, streams in name order so concurrent batches in other processes lock rows
+        in the same order. Idempotency holds against the log and within the batch.
+        """
+        results: list[Appended | None] = [None] * len(requests)
+        with transaction.atomic():
+            existing = cls._existing_many([r.key for r in requests if r.key is not None])
+            first_of_key: dict[tuple[int, str], int] = {}
+            per_stream: dict[str, list[int]] = {}
+            for index, request in enumerate(requests):
+                key = request.key
+                if key is not None and key in existing:
+                    results[index] = Appended(existing[key], created=False)
+                elif key is not None and key in first_of_key:
+                    continue  # resolved below, once the first has its offset
+                else:
+                    per_stream.setdefault(request.stream, []).append(index)
+                    if key is not None:
+                        first_of_key[key] = index
+            for stream in sorted(per_stream):
+                indexes = per_stream[stream]
+                stream_id = Stream.objects.get_or_create(name=stream, defaults={"epoch": _new_epoch()})[0].pk
+                first = cls._claim_offset(stream_id, len(indexes)) - len(indexes) + 1
+                rows = []
+                for position, index in enumerate(indexes):
+                    request = requests[index]
+                    rows.append(
+                        Event(
+                            stream_id=stream_id,
+                            offset=first + position,
+                            event=request.event,
+                            data=request.data,
+                            sender_id=request.key[0] if request.key else None,
+                            client_id=request.key[1] if request.key else None,
+                        )
+                    )
+                    committed = CommittedEvent(stream, first + position, request.event, request.data)
+                    results[index] = Appended(committed, created=True)
+                Event.objects.bulk_create(rows)
+        for index, request in enumerate(requests):
+            if results[index] is None:
+                assert request.key is not None
+                original = results[first_of_key[request.key]]
+                assert original is not None
+                results[index] = Appended(original.event, created=False)
+        return [result for result in results if result is not None]
+
+    @staticmethod
+    def _existing_many(keys: list[tuple[int, str]]) -> dict[tuple[int, str], CommittedEvent]:
+        if not keys:
+            return {}
+        wanted = set(keys)
+        rows = (
+            Event.objects.filter(client_id__in={k[1] for k in keys}, sender_id__in={k[0] for k in keys})
+            .select_related("stream")
+            .only("offset", "event", "data", "sender_id", "client_id", "stream__name")
+        )
+        found: dict[tuple[int, str], CommittedEvent] = {}
+        for row in rows:
+            if row.sender_id is not None and row.client_id is not None and (row.sender_id, row.client_id) in wanted:
+                found[(row.sender_id, row.client_id)] = CommittedEvent(row.stream.name, row.offset, row.event, row.data)
+        return found
 
     @staticmethod
     def read_since(stream: str, since: int, limit: int) -> list[CommittedEvent]:

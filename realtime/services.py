@@ -16,9 +16,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from realtime.event_log import Appended, CommittedEvent, EventLog, iso_ms
+from realtime.event_log import Appended, AppendRequest, CommittedEvent, EventLog, iso_ms
 from realtime.models import ConnectionSession, Resource
-from realtime.protocol.errors import Conflict, NotFound
+from realtime.protocol.errors import Conflict, InvalidEnvelope, NotFound
 from realtime.protocol.streams import StreamName
 
 
@@ -51,10 +51,16 @@ def user_ref(user: Any) -> dict[str, Any]:
     return {"id": user.pk, "username": user.username}
 
 
-def message_publish(*, stream: StreamName, event: str, sender: Any, client_id: str | None, text: str) -> Appended:
-    """Commit a ``message.new`` / ``message.direct`` event; a repeated ``client_id`` returns the original."""
+async def amessage_publish(
+    *, stream: StreamName, event: str, sender: Any, client_id: str | None, text: str
+) -> Appended:
+    """Commit a ``message.new`` / ``message.direct`` event (group-committed with concurrent ones);
+    a repeated ``client_id`` of the same sender returns the original."""
+    from realtime.group_commit import get_group_commit
+
     data = {"id": client_id, "sender": user_ref(sender), "text": text, "ts": iso_ms(timezone.now())}
-    return EventLog.append(str(stream), event, data, sender_id=sender.pk, client_id=client_id)
+    key = (sender.pk, client_id) if client_id is not None else None
+    return await get_group_commit().append(AppendRequest(str(stream), event, data, key))
 
 
 def resource_create(*, data: dict[str, Any], user: Any) -> Resource:
@@ -74,8 +80,10 @@ def resource_update(
     with transaction.atomic():
         if key is not None:
             existing = EventLog.existing(*key)
-            if existing is not None and existing.event == "resource.updated":
+            if existing is not None and existing.event == "resource.updated" and existing.data.get("id") == resource_id:
                 return Appended(existing, created=False)
+            if existing is not None:
+                raise InvalidEnvelope("id: already used by another publish of this user; use a new id")
         updated = Resource.objects.filter(pk=resource_id, version=version).update(
             data=data, version=F("version") + 1, updated_by=user, updated_at=timezone.now()
         )
@@ -88,7 +96,6 @@ def resource_update(
         return EventLog.append_in_transaction(str(StreamName.resource(resource_id)), "resource.updated", push, key=key)
 
 
-amessage_publish = database_sync_to_async(message_publish)
 aresource_update = database_sync_to_async(resource_update)
 
 

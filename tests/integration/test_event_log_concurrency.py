@@ -21,7 +21,7 @@ PROCESSES, THREADS, PER_THREAD = 3, 4, 25
 HAMMER = """
 import sys, threading
 from django.db import connection
-from realtime.event_log import EventLog
+from realtime.event_log import AppendRequest, EventLog
 from accounts.models import User
 mode, tag = sys.argv[1], sys.argv[2]
 sender = User.objects.get(username="hammer").pk
@@ -31,6 +31,12 @@ def work(thread):
         for n in range({per_thread}):
             if mode == "distinct":
                 appended = EventLog.append("room:hammer", "message.new", {{"who": tag, "t": thread, "n": n}})
+            elif mode == "batch":
+                batch = [AppendRequest("room:batched", "message.new", {{"who": tag, "n": n, "i": i}}) for i in range(5)]
+                batch.append(AppendRequest("room:batched-b", "message.new", {{"who": tag}}))
+                for appended in EventLog.append_batch(batch):
+                    results.append(appended.event.offset if appended.event.stream == "room:batched" else -1)
+                continue
             else:
                 appended = EventLog.append("room:same-id", "message.new", {{"who": tag}},
                                            sender_id=sender, client_id="one-key")
@@ -132,3 +138,15 @@ def test_concurrent_retries_of_one_id_store_one_event(database_url: str) -> None
         ("room:same-id",),
     )
     assert stored == [(1,)]
+
+
+def test_concurrent_group_commits_keep_offsets_contiguous(database_url: str) -> None:
+    """Ordering: Concurrent messages -> batches committed concurrently by 3 processes x 4 threads,
+    each spanning two streams, still give each stream offsets 1..N without gap or repeat."""
+    offsets = [o for o in _hammer(database_url, "batch") if o > 0]
+    total = PROCESSES * THREADS * PER_THREAD * 5
+    assert sorted(offsets) == list(range(1, total + 1))
+    heads = db_query(
+        database_url, "SELECT name, head FROM realtime_stream WHERE name LIKE %s ORDER BY name", ("room:batched%",)
+    )
+    assert heads == [("room:batched", total), ("room:batched-b", PROCESSES * THREADS * PER_THREAD)]
