@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 import random
+import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +24,11 @@ logger = logging.getLogger("realtime.bus")
 RECOVERY_DELAY_INITIAL = 0.25
 RECOVERY_DELAY_MAX = 5.0
 PROBE_TIMEOUT = 2.0
+# A quiet process learns of a broker loss from this ping: the pub/sub layer reconnects
+# silently inside receive(), so no receive ever fails there.
+HEALTH_INTERVAL = 1.0
+
+Ping = Callable[[], Awaitable[Any]]
 
 
 class Bus:
@@ -30,14 +37,19 @@ class Bus:
         layer: Any,
         on_message: Callable[[dict[str, Any]], None],
         on_health: Callable[[bool], None],
+        ping: Ping | None = None,
     ) -> None:
         self.layer = layer
+        self._ping = ping
+        self._watchdog: asyncio.Task[None] | None = None
         self.healthy = True
         self.groups: set[str] = set()
         self.channel: str | None = None
         self._on_message = on_message
         self._on_health = on_health
         self._reader: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._outgoing: deque[tuple[str, dict[str, Any]]] = deque()
         self._recovery: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -54,6 +66,8 @@ class Bus:
             return
         if self._reader is None:
             self._reader = asyncio.ensure_future(self._read())
+        if self._watchdog is None and self._ping is not None:
+            self._watchdog = asyncio.ensure_future(self._watch())
 
     def leave(self, group: str) -> None:
         self.groups.discard(group)
@@ -61,14 +75,26 @@ class Bus:
             self._spawn(self._quietly(self.layer.group_discard(group, self.channel)))
 
     def send(self, group: str, message: dict[str, Any]) -> None:
-        if self.healthy:
-            self._spawn(self._send(group, message))
+        """Queue a message for the group; one sender task keeps this process's messages in order
+        (concurrent sends would reach other processes out of offset order and make them fill
+        gaps from the log for nothing)."""
+        if not self.healthy:
+            return
+        self._outgoing.append((group, message))
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send_all())
 
-    async def _send(self, group: str, message: dict[str, Any]) -> None:
+    async def _send_all(self) -> None:
         try:
-            await self.layer.group_send(group, message)
-        except Exception:
-            self._fail("group_send")
+            while self._outgoing and self.healthy:
+                group, message = self._outgoing.popleft()
+                try:
+                    await self.layer.group_send(group, message)
+                except Exception:
+                    self._outgoing.clear()  # committed events: other processes read them from the log
+                    self._fail("group_send")
+        finally:
+            self._sender = None
 
     async def _read(self) -> None:
         assert self.channel is not None
@@ -85,6 +111,19 @@ class Bus:
             self._reader = None
             self._fail("receive")
 
+    async def _watch(self) -> None:
+        assert self._ping is not None
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            if not self.healthy:
+                continue  # recovery probes on its own schedule
+            try:
+                await asyncio.wait_for(self._ping(), PROBE_TIMEOUT)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._fail("ping")
+
     def _fail(self, operation: str) -> None:
         if not self.healthy:
             return
@@ -99,9 +138,8 @@ class Bus:
     async def _probe(self) -> None:
         if self.channel is None:
             self.channel = await self.layer.new_channel("hub.")
-        ping = getattr(self.layer, "connection", None)
-        if ping is not None:  # RedisChannelLayer: a real round trip to the server
-            await asyncio.wait_for(ping(0).ping(), PROBE_TIMEOUT)
+        if self._ping is not None:
+            await asyncio.wait_for(self._ping(), PROBE_TIMEOUT)
         for group in list(self.groups):
             await asyncio.wait_for(self.layer.group_add(group, self.channel), PROBE_TIMEOUT)
 
@@ -134,6 +172,25 @@ class Bus:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        for task in [self._reader, self._recovery, *self._tasks]:
+        for task in [self._reader, self._sender, self._recovery, self._watchdog, *self._tasks]:
             if task is not None:
                 task.cancel()
+
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+
+async def broker_ping() -> None:
+    """PING Redis (``REDIS_URL``) on a client of our own, one per event loop, independent of
+    the channel layer's internals; raises when the broker does not answer."""
+    from django.conf import settings
+
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        import redis.asyncio
+
+        client = _clients[loop] = redis.asyncio.Redis.from_url(
+            settings.REDIS_URL, socket_connect_timeout=PROBE_TIMEOUT, socket_timeout=PROBE_TIMEOUT
+        )
+    await client.ping()

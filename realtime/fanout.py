@@ -31,7 +31,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from realtime import metrics
 from realtime.account_watch import AccountWatch
-from realtime.bus import Bus
+from realtime.bus import Bus, broker_ping
 from realtime.event_log import CommittedEvent, EventLog, StreamInfo
 from realtime.protocol.envelope import render_push
 from realtime.protocol.streams import StreamName
@@ -97,7 +97,7 @@ class Hub:
         self._bus = (
             None
             if layer is None or isinstance(layer, InMemoryChannelLayer)
-            else Bus(layer, self._on_bus_message, self._on_bus_health)
+            else Bus(layer, self._on_bus_message, self._on_bus_health, ping=broker_ping)
         )
         self._poller: asyncio.Task[None] | None = None
         if self._bus is not None:

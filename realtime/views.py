@@ -6,8 +6,11 @@ import asyncio
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+
+from realtime.bus import broker_ping
 
 # /readyz must answer within 10 s of a failure (PROTOCOL.md section 1); each probe gets less.
 PROBE_TIMEOUT = 3.0
@@ -34,13 +37,12 @@ async def _broker_state() -> str:
     layer = get_channel_layer()
     if layer is None:
         return "unavailable"
-    connection_for = getattr(layer, "connection", None)
-    if connection_for is None:  # the in-memory layer lives in this process
+    if not getattr(settings, "REDIS_URL", ""):  # the in-memory layer lives in this process
         return "ok"
-    # Two tries: after a broker restart the pool may hand out one stale connection first.
+    # Two tries: after a broker restart the client may hold one stale connection first.
     for _ in range(2):
         try:
-            await asyncio.wait_for(connection_for(0).ping(), PROBE_TIMEOUT)
+            await asyncio.wait_for(broker_ping(), PROBE_TIMEOUT)
         except Exception:  # noqa: S112 - any failure means "not ready"; try a fresh connection
             continue
         return "ok"

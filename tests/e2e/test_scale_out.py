@@ -127,7 +127,10 @@ async def _wait_for_event(
                 messages.append(frame)
 
 
-async def test_broker_failure_degrades_and_recovers_without_loss(server_factory, redis: RedisServer) -> None:
+@pytest.mark.parametrize("layer", ["pubsub", "core"])
+async def test_broker_failure_degrades_and_recovers_without_loss(
+    server_factory, redis: RedisServer, layer: str
+) -> None:
     """Fault tolerance: Broker failure -> kill Redis mid-traffic: connections stay open, publishes are
     committed and acked, sessions get system.degraded, /readyz is 503 naming the broker; restart
     Redis: system.recovered, and every subscriber on every server has every event once, in order."""
