@@ -92,7 +92,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.base_send = send
         try:
             while True:
-                await self.dispatch(await receive())
+                message = await receive()
+                # The hot path skips Channels' getattr dispatch; other ASGI types still use it.
+                if message["type"] == "websocket.receive":
+                    await self.receive(message.get("text"), message.get("bytes"))
+                else:
+                    await self.dispatch(message)
         except StopConsumer:
             pass
 
