@@ -192,6 +192,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             reply = await self._run(protocol, outcome)
             if reply:
                 await self.send_frame(reply)
+            if logger.isEnabledFor(logging.DEBUG):  # per-message tracing, off by default
+                self.log.debug(
+                    "message",
+                    extra={
+                        "event": outcome.event,
+                        "ref": outcome.ref,
+                        "seq": outcome.seq,
+                        "latency_ms": round((self._loop.time() - now) * 1000, 3),
+                    },
+                )
 
     async def _run(self, protocol: ProtocolSession, command: Command) -> str:
         try:
