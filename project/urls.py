@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from realtime import views
+from realtime import demo, views
 from realtime.api import ResourceDetailView, ResourceListView
 from realtime.metrics import metrics_view
 
@@ -16,4 +16,5 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("ws/", views.websocket_required, name="websocket_required"),
+    path("demo/", demo.demo_page, name="demo"),
 ]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start throwaway PostgreSQL and Redis servers for the test suite, on free loopback ports,
 # installing Debian's packages first when they are missing (nginx too: the e2e tests run
-# the deployment's nginx configuration in front of real servers). Prints `export` lines:
+# the deployment's nginx configuration in front of real servers; chromium too: the browser
+# client's tests drive Debian's headless Chromium). Prints `export` lines:
 #   eval "$(scripts/services.sh start DIR)"   ...   scripts/services.sh stop DIR
 set -euo pipefail
 
@@ -22,6 +23,7 @@ install_missing() {
   command -v redis-server >/dev/null || need+=(redis-server)
   find_pg_bin >/dev/null || need+=(postgresql)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} (Debian packages)" >&2
     export DEBIAN_FRONTEND=noninteractive

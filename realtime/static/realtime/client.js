@@ -90,6 +90,7 @@ export const CloseCode = Object.freeze({
 const HISTORY_PAGE = 1000;
 const FILL_RETRY_DELAY = 500; // ms before asking history again when a gap made no progress
 const RATE_LIMITED_PAUSE = 100; // ms, when `rate_limited` arrives with no pause in force
+const PAUSE_GRACE = 1000; // ms past retry_after_ms before resuming without flow.resume
 
 /** A call or subscription that cannot complete; `code` is the protocol's word for why. */
 export class RealtimeError extends Error {
@@ -843,12 +844,11 @@ export class RealtimeClient {
 
   // Flow control --------------------------------------------------------------------------------
 
-  /** @param {number} ms */
+  /** @param {number} ms how long to hold the sends at most, unless `flow.resume` comes first */
   _pause(ms) {
     this.pauses += 1;
     this.paused = true;
     if (this._pauseTimer !== null) clearTimeout(this._pauseTimer);
-    // Resume by ourselves when retry_after_ms runs out, in case flow.resume is lost.
     this._pauseTimer = setTimeout(() => this._resumeFlow(), Math.max(0, ms));
   }
 
@@ -1149,8 +1149,11 @@ export class RealtimeClient {
     const event = frame.event;
     const data = frame.data && typeof frame.data === "object" ? frame.data : {};
     if (event === "flow.pause") {
-      const retryAfter = typeof data.retry_after_ms === "number" ? data.retry_after_ms : 1000;
-      this._pause(retryAfter);
+      const retryAfter = typeof data.retry_after_ms === "number" && data.retry_after_ms >= 0 ? data.retry_after_ms : 1000;
+      // Wait for flow.resume. retry_after_ms was estimated before the calls already on the wire
+      // drained the bucket further, so resuming by our own clock after it would flood the server:
+      // the timer only covers a lost flow.resume.
+      this._pause(retryAfter + Math.max(PAUSE_GRACE, retryAfter));
     } else if (event === "flow.resume") {
       this._resumeFlow();
     } else if (event === "auth.expiring" && this.refreshOnExpiring && this._tokenProvider !== null) {
