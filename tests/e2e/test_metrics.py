@@ -62,3 +62,20 @@ def test_metrics_are_not_public(server_factory) -> None:
     )
     assert status == 403
     assert "realtime_open_connections{}" in scrape(srv, obtain_tokens(srv, "admin")["access"])
+
+
+async def test_metrics_sum_processes_sharing_a_multiprocess_dir(server_factory, tmp_path) -> None:
+    """Risks: Debugging difficulty -> with PROMETHEUS_MULTIPROC_DIR shared by two server processes,
+    /metrics on either reports the host's total."""
+    shared = tmp_path / "prom"
+    shared.mkdir()
+    a = server_factory(PROMETHEUS_MULTIPROC_DIR=str(shared))
+    b = server_factory(PROMETHEUS_MULTIPROC_DIR=str(shared))
+    clients = [await connect(srv, obtain_tokens(srv, "alice")["access"]) for srv in (a, b, b)]
+    for ws in clients:
+        await recv_json(ws)
+        await call(ws, {"event": "echo", "data": {}})
+    for srv in (a, b):
+        samples = scrape(srv)
+        assert samples["realtime_open_connections{}"] == 3
+        assert samples["realtime_messages_in_total{event=echo}"] == 3
