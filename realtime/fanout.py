@@ -85,6 +85,7 @@ class StreamState:
     subs: set[Subscription] = field(default_factory=set)
     ready: asyncio.Future[None] | None = None
     gap_task: asyncio.Task[None] | None = None
+    info: StreamInfo | None = None  # as last read from the database
 
 
 class Hub:
@@ -164,8 +165,13 @@ class Hub:
 
     # Subscriptions ---------------------------------------------------------------------
 
-    async def attach(self, name: StreamName, conn: Subscriber) -> tuple[StreamState, StreamInfo]:
-        """Make sure the hub follows ``name``; return its state (head known) and fresh stream info."""
+    async def attach(self, name: StreamName, conn: Subscriber, fresh: bool = True) -> tuple[StreamState, StreamInfo]:
+        """Make sure the hub follows ``name``; return its state (head known) and the stream's info.
+
+        ``fresh=False`` serves the info from the hub when it already follows the stream (the
+        epoch never changes; the head is the hub's): a subscribe from the head then costs no
+        database round trip. Resumes ask for fresh info, to see the latest pruning.
+        """
         key = str(name)
         state = self.streams.get(key)
         if state is None:
@@ -181,12 +187,17 @@ class Hub:
                 state.ready.exception()  # mark retrieved: waiters re-raise their own copy
                 raise
             state.head = info.head
+            state.info = info
             state.ready.set_result(None)
             self._drain(state)
             return state, info
         if state.ready is not None and not state.ready.done():
             await asyncio.shield(state.ready)
-        return state, await stream_info(key)
+        if not fresh and state.info is not None and state.head is not None:
+            return state, StreamInfo(key, state.info.epoch, state.head, state.info.pruned_through)
+        info = await stream_info(key)
+        state.info = info
+        return state, info
 
     def subscribe(self, state: StreamState, conn: Subscriber, start: int) -> Subscription:
         sub = Subscription(conn, str(state.name), start)

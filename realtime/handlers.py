@@ -114,7 +114,7 @@ async def stream_subscribe(conn: Connection, data: StreamSubscribeData, ref: str
     previous = conn.subscriptions.pop(key, None)
     if previous is not None:  # a re-subscribe replaces the old position
         hub.detach(previous)
-    state, info = await hub.attach(name, conn)  # type: ignore[arg-type]
+    state, info = await hub.attach(name, conn, fresh=data.since is not None)  # type: ignore[arg-type]
     assert state.head is not None
     head = max(info.head, state.head)
     start, recovered = head, True
