@@ -227,3 +227,36 @@ def db_query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[
 
     with psycopg.connect(database_url) as conn:
         return list(conn.execute(sql, params).fetchall())
+
+
+def raw_upgrade(port: int, token: str) -> socket.socket:
+    """A raw socket past a successful WebSocket handshake (reads the 101 byte by byte, so no
+    frame is consumed): for peers that stall, send partial frames or never answer pings."""
+    import base64
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws/?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def manage(database_url: str, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a management command against the e2e database, as an operator would."""
+    return subprocess.run(
+        [PYTHON, "manage.py", *args],
+        cwd=REPO,
+        env=base_env(database_url),
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        check=check,
+    )

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +14,16 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
-from tests.e2e.helpers import ServerProcess, call, connect, db_query, expect_close, obtain_tokens, recv_json
+from tests.e2e.helpers import (
+    ServerProcess,
+    call,
+    connect,
+    db_query,
+    expect_close,
+    obtain_tokens,
+    raw_upgrade,
+    recv_json,
+)
 
 
 def rss_kb(server: ServerProcess) -> int:
@@ -188,29 +194,12 @@ async def test_flooding_after_pause_closes_4429(server_factory) -> None:
     assert (code, reason) == (4429, "rate_limited")
 
 
-def _silent_peer(port: int, token: str) -> socket.socket:
-    """Completes the handshake, then never reads or answers anything (a frozen client)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws/?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101")
-    return sock
-
-
 async def test_dead_peer_is_dropped_by_heartbeat(server_factory, e2e_db: E2EDatabase) -> None:
     """Risks: Connection leaks (heartbeat) -> a peer that stops answering pings is dropped within
     interval + timeout, and its session row is closed."""
     srv = server_factory(REALTIME_HEARTBEAT_INTERVAL="1", REALTIME_HEARTBEAT_TIMEOUT="1")
     user = e2e_db.user_ids["bob"]
-    sock = _silent_peer(srv.port, obtain_tokens(srv, "bob")["access"])
+    sock = raw_upgrade(srv.port, obtain_tokens(srv, "bob")["access"])
     started = time.monotonic()
     try:
         open_rows = "SELECT COUNT(*) FROM realtime_connectionsession WHERE user_id = %s AND disconnected_at IS NULL"

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import os
-import socket
 import struct
 from collections.abc import AsyncIterator
 
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.conftest import scaled
-from tests.e2e.helpers import ServerProcess, call, connect, expect_close, obtain_tokens, recv_json
+from tests.e2e.helpers import ServerProcess, call, connect, expect_close, obtain_tokens, raw_upgrade, recv_json
 
 
 @pytest.fixture
@@ -115,25 +112,9 @@ async def test_message_at_limit_is_accepted(server: ServerProcess) -> None:
     await conn.close()
 
 
-def _handshake(port: int, token: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws/?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(4096)
-    assert data.startswith(b"HTTP/1.1 101")
-    return sock
-
-
 def test_oversize_frame_is_refused_before_it_is_buffered(server: ServerProcess) -> None:
     """Message: Message size limit -> a frame announcing 100 MB is closed with 1009 on its header alone."""
-    sock = _handshake(server.port, obtain_tokens(server, "alice")["access"])
+    sock = raw_upgrade(server.port, obtain_tokens(server, "alice")["access"])
     # FIN + text opcode, masked, 64-bit length: 100 MB announced, only 1 KiB sent.
     sock.sendall(struct.pack("!BBQ", 0x81, 0x80 | 127, 100_000_000) + os.urandom(4) + b"a" * 1024)
     received = b""

@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import http.cookiejar
 import re
-import subprocess
 import urllib.parse
 import urllib.request
 
-from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
 from tests.e2e.helpers import (
     PASSWORD,
-    PYTHON,
-    REPO,
     ServerProcess,
-    base_env,
     call,
     connect,
     expect_close,
+    manage,
     obtain_tokens,
     recv_json,
 )
-
-
-def _manage(e2e_db: E2EDatabase, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "manage.py", *args],
-        cwd=REPO,
-        env=base_env(e2e_db.url),
-        capture_output=True,
-        text=True,
-        timeout=scaled(60),
-    )
 
 
 class AdminBrowser:
@@ -90,19 +75,19 @@ async def test_realtime_stats_and_trace_connection(server_factory, e2e_db: E2EDa
     await call(ws, {"event": "nope.nope", "id": "bad"})
     await ws.close()
 
-    stats = _manage(e2e_db, "realtime_stats", "--top", "100000")  # other tests publish to many rooms
+    stats = manage(e2e_db.url, "realtime_stats", "--top", "100000")  # other tests publish to many rooms
     assert stats.returncode == 0, stats.stderr
     assert f":{srv.port}\talive" in stats.stdout
     assert f"  {stream}\t1" in stats.stdout
 
     srv.stop()
-    trace = _manage(e2e_db, "trace_connection", session_id, "--log", str(srv.log_path))
+    trace = manage(e2e_db.url, "trace_connection", session_id, "--log", str(srv.log_path))
     assert trace.returncode == 0, trace.stderr
     assert "user        alice" in trace.stdout
     assert "code 1000" in trace.stdout
     assert f"{stream}#1  message.new  id=traced-1" in trace.stdout
     assert '"code":"unknown_event"' in trace.stdout
     assert '"event":"disconnect"' in trace.stdout
-    missing = _manage(e2e_db, "trace_connection", "not-a-uuid")
+    missing = manage(e2e_db.url, "trace_connection", "not-a-uuid")
     assert missing.returncode != 0
     assert "is not a session id" in missing.stderr

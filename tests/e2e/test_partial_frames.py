@@ -8,10 +8,8 @@ bounded time (the heartbeat: interval + timeout).
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import random
-import socket
 import struct
 import time
 import uuid
@@ -23,26 +21,10 @@ import pytest
 from realtime_client import RealtimeClient
 from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
-from tests.e2e.helpers import ServerProcess, call, connect, db_query, obtain_tokens, recv_json
+from tests.e2e.helpers import ServerProcess, call, connect, db_query, obtain_tokens, raw_upgrade, recv_json
 from tests.fault_proxy import FaultProxy
 
 HEARTBEAT = {"REALTIME_HEARTBEAT_INTERVAL": "1", "REALTIME_HEARTBEAT_TIMEOUT": "1"}
-
-
-def _upgraded(port: int, token: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws/?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101")
-    return sock
 
 
 def _masked_text_frame_prefix(length: int, sent: int) -> bytes:
@@ -77,7 +59,7 @@ async def test_half_a_frame_then_stall(server_factory, e2e_db: E2EDatabase, sent
     freed within heartbeat interval + timeout."""
     srv = server_factory(**HEARTBEAT)
     bob = e2e_db.user_ids["bob"]
-    sock = _upgraded(srv.port, obtain_tokens(srv, "bob")["access"])
+    sock = raw_upgrade(srv.port, obtain_tokens(srv, "bob")["access"])
     try:
         await _until(lambda: _open_sessions(e2e_db, bob) == 1, 5)
         frame = _masked_text_frame_prefix(200, sent)
@@ -104,7 +86,7 @@ async def test_disconnect_mid_frame_frees_the_session(server: ServerProcess, e2e
     cleaned up at once and the server carries on."""
     carol_like = e2e_db.user_ids["admin"]
     before = _open_sessions(e2e_db, carol_like)
-    sock = _upgraded(server.port, obtain_tokens(server, "admin")["access"])
+    sock = raw_upgrade(server.port, obtain_tokens(server, "admin")["access"])
     await _until(lambda: _open_sessions(e2e_db, carol_like) == before + 1, 5)
     sock.sendall(_masked_text_frame_prefix(300, 100))
     sock.close()

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 
-from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
-from tests.e2e.helpers import PYTHON, REPO, ServerProcess, base_env, call, connect, obtain_tokens, recv_json
-
-
-def _manage(e2e_db: E2EDatabase, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "manage.py", *args],
-        cwd=REPO,
-        env=base_env(e2e_db.url),
-        capture_output=True,
-        text=True,
-        timeout=scaled(60),
-        check=True,
-    )
+from tests.e2e.helpers import ServerProcess, call, connect, manage, obtain_tokens, recv_json
 
 
 async def test_pruned_history_answers_recovered_false(server: ServerProcess, e2e_db: E2EDatabase) -> None:
@@ -32,9 +18,9 @@ async def test_pruned_history_answers_recovered_false(server: ServerProcess, e2e
         assert (await call(ws, {"event": "message.send", "data": {"stream": stream, "text": f"m{n}"}}))[
             "event"
         ] == "ack"
-    dry = _manage(e2e_db, "prune_events", "--hours", "0", "--dry-run")
+    dry = manage(e2e_db.url, "prune_events", "--hours", "0", "--dry-run", check=True)
     assert "would delete" in dry.stdout
-    done = _manage(e2e_db, "prune_events", "--hours", "0")
+    done = manage(e2e_db.url, "prune_events", "--hours", "0", check=True)
     assert done.stdout.startswith("deleted ")
 
     stale = await call(ws, {"event": "stream.subscribe", "data": {"stream": stream, "since": 1}})
