@@ -54,9 +54,10 @@ class ServerProcess:
     stdout_lines: list[str] = field(default_factory=list)
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        self.log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        """Start on ``port`` (0: any free port, read back from the ``listening on`` line)."""
+        self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [PYTHON, "manage.py", "serve", "--host", self.host, "--port", "0"],
+            [PYTHON, "manage.py", "serve", "--host", self.host, "--port", str(self.port)],
             cwd=REPO,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -79,7 +80,11 @@ class ServerProcess:
                 self.port = int(line.rsplit(":", 1)[1])
                 return self
         self.stop()
-        raise RuntimeError(f"server did not start:\n{self.log_text()}")
+        raise RuntimeError(f"server did not start on port {self.port}:\n{self.log_text()}")
+
+    def restarted(self) -> ServerProcess:
+        """A new process on the same port with the same environment (database) and log."""
+        return ServerProcess(env=self.env, log_path=self.log_path, host=self.host, port=self.port).start()
 
     @property
     def http_url(self) -> str:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import selectors
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -35,8 +33,6 @@ from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase, ServerFactory
 from tests.e2e.helpers import (
     PASSWORD,
-    PYTHON,
-    REPO,
     ServerProcess,
     base_env,
     call,
@@ -71,56 +67,20 @@ def free_port() -> int:
         return port
 
 
-@dataclass
-class FixedPortServer(ServerProcess):
-    """``manage.py serve --host 127.0.0.1 --port <port>``: a restart can come back on the same port."""
-
-    def start(self, timeout: float = 60.0) -> FixedPortServer:
-        self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [PYTHON, "manage.py", "serve", "--host", self.host, "--port", str(self.port)],
-            cwd=REPO,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=self.log_file,
-        )
-        assert self.proc.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + scaled(timeout)
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=0.2):
-                if self.proc.poll() is not None:
-                    break
-                continue
-            line = self.proc.stdout.readline().decode()
-            if not line:
-                break
-            self.stdout_lines.append(line)
-            if line.startswith("listening on "):
-                return self
-        self.stop()
-        raise RuntimeError(f"server did not start on port {self.port}:\n{self.log_text()}")
-
-    def restarted(self) -> FixedPortServer:
-        """A new process on the same port, with the same environment (database) and log."""
-        return FixedPortServer(env=self.env, log_path=self.log_path, host=self.host, port=self.port).start()
-
-
 class PageServers:
     """Servers whose allowed origin is exactly the page's own ``http://127.0.0.1:PORT``."""
 
     def __init__(self, database_url: str, log_dir: Path) -> None:
         self.database_url = database_url
         self.log_dir = log_dir
-        self.started: list[FixedPortServer] = []
+        self.started: list[ServerProcess] = []
 
-    def start(self, **settings: str) -> FixedPortServer:
+    def start(self, **settings: str) -> ServerProcess:
         last: Exception | None = None
         for _ in range(3):  # the picked port may be taken in between: pick another
             port = free_port()
             env = base_env(self.database_url, REALTIME_ALLOWED_ORIGINS=f"http://127.0.0.1:{port}", **settings)
-            server = FixedPortServer(env=env, log_path=self.log_dir / f"server-{port}.log", port=port)
+            server = ServerProcess(env=env, log_path=self.log_dir / f"server-{port}.log", port=port)
             try:
                 server.start()
             except RuntimeError as exc:
@@ -129,7 +89,7 @@ class PageServers:
             return self.track(server)
         raise RuntimeError(f"no server could start: {last}")
 
-    def track(self, server: FixedPortServer) -> FixedPortServer:
+    def track(self, server: ServerProcess) -> ServerProcess:
         self.started.append(server)
         return server
 

@@ -4,8 +4,6 @@ and Connection rows): the fault proxy cuts, stalls and drops frames; servers res
 from __future__ import annotations
 
 import asyncio
-import selectors
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +14,7 @@ import pytest
 
 from realtime_client import ConnectionLost, RealtimeClient, Subscription
 from tests.conftest import scaled
-from tests.e2e.helpers import PYTHON, REPO, ServerProcess, mint_token, obtain_tokens
+from tests.e2e.helpers import ServerProcess, mint_token, obtain_tokens
 from tests.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -214,28 +212,9 @@ async def test_client_detects_a_silent_network_with_pings(server, proxies) -> No
         assert alice.connections == 2
 
 
-def serve_on_port(port: int, env: dict[str, str], log_path: Path, timeout: float = 60.0) -> ServerProcess:
-    """``manage.py serve`` on a given port (ServerProcess.start always asks for port 0)."""
-    proc = ServerProcess(env=env, log_path=log_path, port=port)
-    proc.log_file = open(log_path, "wb")  # noqa: SIM115 - closed by ServerProcess.stop()
-    proc.proc = subprocess.Popen(
-        [PYTHON, "manage.py", "serve", "--host", proc.host, "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=proc.log_file,
-    )
-    assert proc.proc.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(proc.proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline and proc.proc.poll() is None:
-        if selector.select(timeout=0.2) and (line := proc.proc.stdout.readline().decode()):
-            proc.stdout_lines.append(line)
-            if line.startswith("listening on "):
-                return proc
-    proc.stop()
-    raise RuntimeError(f"server did not start on port {port}:\n{proc.log_text()}")
+def serve_on_port(port: int, env: dict[str, str], log_path: Path) -> ServerProcess:
+    """``manage.py serve`` on a given port, so a restarted server comes back where clients look."""
+    return ServerProcess(env=env, log_path=log_path, port=port).start()
 
 
 async def test_client_survives_server_restart(server_factory, tmp_path) -> None:
