@@ -13,7 +13,11 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase, ServerFactory
-from tests.e2e.helpers import ServerProcess, call, connect, http_json, mint_token, recv_json
+from tests.e2e.helpers import ServerProcess, call, http_json, recv_json
+from tests.e2e.stream_helpers import login as _login
+from tests.e2e.stream_helpers import pushes as _pushes
+from tests.e2e.stream_helpers import subscribe as _subscribe
+from tests.e2e.stream_helpers import uid as _uid
 
 FLOW_EVENTS = {"flow.pause", "flow.resume"}
 
@@ -22,36 +26,8 @@ def _room() -> str:
     return f"room:t{uuid.uuid4().hex[:12]}"
 
 
-def _uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:16]}"
-
-
-async def _login(server: ServerProcess, e2e_db: E2EDatabase, username: str, **kwargs: Any) -> ClientConnection:
-    ws = await connect(server, mint_token(e2e_db.user_ids[username], expires_in=600), **kwargs)
-    welcome = await recv_json(ws)
-    assert welcome["event"] == "session.welcome", welcome
-    return ws
-
-
-async def _subscribe(ws: ClientConnection, stream: str, **extra: Any) -> dict[str, Any]:
-    ref = _uid("sub")
-    reply = await call(ws, {"event": "stream.subscribe", "id": ref, "data": {"stream": stream, **extra}})
-    assert (reply["event"], reply["ref"]) == ("ack", ref), reply
-    data: dict[str, Any] = reply["data"]
-    return data
-
-
 def _send_frame(stream: str, text: str, msg_id: str) -> str:
     return orjson.dumps({"event": "message.send", "id": msg_id, "data": {"stream": stream, "text": text}}).decode()
-
-
-async def _pushes(ws: ClientConnection, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    frames = []
-    for _ in range(count):
-        frame = await recv_json(ws, timeout)
-        assert "ref" not in frame, frame
-        frames.append(frame)
-    return frames
 
 
 # Ordering: Concurrent messages --------------------------------------------------------------

@@ -13,7 +13,11 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
-from tests.e2e.helpers import ServerProcess, call, connect, db_query, http_json, mint_token, recv_json
+from tests.e2e.helpers import ServerProcess, call, db_query, http_json, mint_token, recv_json
+from tests.e2e.stream_helpers import login as _login
+from tests.e2e.stream_helpers import pushes as _pushes
+from tests.e2e.stream_helpers import subscribe as _subscribe
+from tests.e2e.stream_helpers import uid as _uid
 
 FLOW_EVENTS = {"flow.pause", "flow.resume"}
 
@@ -22,28 +26,8 @@ def _room() -> str:
     return f"room:t{uuid.uuid4().hex[:12]}"
 
 
-def _uid(prefix: str) -> str:
-    """A message id no other test uses: ids are idempotency keys per user for the whole session."""
-    return f"{prefix}-{uuid.uuid4().hex[:16]}"
-
-
 def _token(e2e_db: E2EDatabase, username: str) -> str:
     return mint_token(e2e_db.user_ids[username], expires_in=600)
-
-
-async def _login(server: ServerProcess, e2e_db: E2EDatabase, username: str) -> ClientConnection:
-    ws = await connect(server, _token(e2e_db, username))
-    welcome = await recv_json(ws)
-    assert welcome["event"] == "session.welcome", welcome
-    return ws
-
-
-async def _subscribe(ws: ClientConnection, stream: str, **extra: Any) -> dict[str, Any]:
-    ref = _uid("sub")
-    reply = await call(ws, {"event": "stream.subscribe", "id": ref, "data": {"stream": stream, **extra}})
-    assert (reply["event"], reply["ref"]) == ("ack", ref), reply
-    data: dict[str, Any] = reply["data"]
-    return data
 
 
 async def _publish(ws: ClientConnection, stream: str, text: str, msg_id: str | None = None) -> int:
@@ -55,16 +39,6 @@ async def _publish(ws: ClientConnection, stream: str, text: str, msg_id: str | N
     assert reply["data"]["stream"] == stream
     offset: int = reply["data"]["offset"]
     return offset
-
-
-async def _pushes(ws: ClientConnection, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The next ``count`` frames, each of which must be a push (no ref)."""
-    frames = []
-    for _ in range(count):
-        frame = await recv_json(ws, timeout)
-        assert "ref" not in frame, frame
-        frames.append(frame)
-    return frames
 
 
 async def _history(ws: ClientConnection, stream: str, since: int, limit: int | None = None) -> list[dict[str, Any]]:
