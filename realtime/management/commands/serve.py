@@ -47,9 +47,12 @@ class ReadyServer(uvicorn.Server):
         await super().startup(sockets=sockets)
         if self.started:
             self.heartbeat = asyncio.ensure_future(heartbeat_forever(server_id()))
-            sys.stdout.write(self.ready_line + "\n")
-            sys.stdout.flush()
-            logging.getLogger("realtime.server").info(self.ready_line, extra={"server": server_id()})
+            # The plain line goes to both streams, so a launcher can wait on either; the
+            # JSON log says "ready" rather than repeat it inside a JSON string.
+            for stream in (sys.stdout, sys.stderr):
+                stream.write(self.ready_line + "\n")
+                stream.flush()
+            logging.getLogger("realtime.server").info("ready", extra={"server": server_id(), "event": "listening"})
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
