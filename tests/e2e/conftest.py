@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import PASSWORD, PYTHON, REPO, ServerProcess, base_env, open_clients
+from tests.e2e.helpers import PASSWORD, PYTHON, REPO, ServerProcess, base_env, migrated_database, open_clients
 
 SEED = f"""
 import json
@@ -39,28 +38,17 @@ class E2EDatabase:
 
 @pytest.fixture(scope="session")
 def e2e_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EDatabase]:
-    postgres = os.environ.get("REALTIME_TEST_POSTGRES_URL")
-    name = f"e2e_{uuid.uuid4().hex[:10]}"
-    if postgres:
-        import psycopg
-
-        with psycopg.connect(postgres, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = postgres.rsplit("/", 1)[0] + f"/{name}"
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'e2e.sqlite3'}"
-    env = base_env(url)
-    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True)
-    out = subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c", SEED], cwd=REPO, env=env, check=True, capture_output=True, text=True
-    ).stdout
-    ids = json.loads(next(line for line in out.splitlines() if line.startswith("USERS="))[6:])
-    yield E2EDatabase(url=url, user_ids=ids)
-    if postgres:
-        import psycopg
-
-        with psycopg.connect(postgres, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with migrated_database("e2e", tmp_path_factory.mktemp("db")) as url:
+        out = subprocess.run(
+            [PYTHON, "manage.py", "shell", "-c", SEED],
+            cwd=REPO,
+            env=base_env(url),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        ids = json.loads(next(line for line in out.splitlines() if line.startswith("USERS="))[6:])
+        yield E2EDatabase(url=url, user_ids=ids)
 
 
 ServerFactory = Callable[..., ServerProcess]

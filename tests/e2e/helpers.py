@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -12,6 +13,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,3 +268,28 @@ def manage(database_url: str, *args: str, check: bool = False) -> subprocess.Com
         timeout=scaled(60),
         check=check,
     )
+
+
+@contextlib.contextmanager
+def migrated_database(prefix: str, scratch: Path) -> Iterator[str]:
+    """A fresh, migrated database shared by real processes: a new PostgreSQL database when the
+    test command started a server (dropped afterwards), else a SQLite file under ``scratch``."""
+    postgres = os.environ.get("REALTIME_TEST_POSTGRES_URL")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    if postgres:
+        import psycopg
+
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = postgres.rsplit("/", 1)[0] + f"/{name}"
+    else:
+        url = f"sqlite:///{scratch / f'{name}.sqlite3'}"
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=base_env(url), check=True)
+    try:
+        yield url
+    finally:
+        if postgres:
+            import psycopg
+
+            with psycopg.connect(postgres, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -6,15 +6,12 @@ command started one, else a SQLite file (WAL, IMMEDIATE transactions).
 
 from __future__ import annotations
 
-import os
 import subprocess
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import PYTHON, REPO, base_env, db_query
+from tests.e2e.helpers import PYTHON, REPO, base_env, db_query, migrated_database
 
 PROCESSES, THREADS, PER_THREAD = 3, 4, 25
 
@@ -52,37 +49,16 @@ print("OFFSETS=" + ",".join(map(str, results)))
 
 @pytest.fixture(scope="module")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    postgres = os.environ.get("REALTIME_TEST_POSTGRES_URL")
-    name = f"hammer_{uuid.uuid4().hex[:10]}"
-    if postgres:
-        import psycopg
-
-        with psycopg.connect(postgres, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = postgres.rsplit("/", 1)[0] + f"/{name}"
-    else:
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('hammer')) / 'db.sqlite3'}"
-    env = base_env(url)
-    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True)
-    subprocess.run(
-        [
-            PYTHON,
-            "manage.py",
-            "shell",
-            "-c",
-            "from accounts.models import User; User.objects.create(username='hammer')",
-        ],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    yield url
-    if postgres:
-        import psycopg
-
-        with psycopg.connect(postgres, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with migrated_database("hammer", tmp_path_factory.mktemp("hammer")) as url:
+        create_user = "from accounts.models import User; User.objects.create(username='hammer')"
+        subprocess.run(
+            [PYTHON, "manage.py", "shell", "-c", create_user],
+            cwd=REPO,
+            env=base_env(url),
+            check=True,
+            capture_output=True,
+        )
+        yield url
 
 
 def _hammer(database_url: str, mode: str) -> list[int]:
