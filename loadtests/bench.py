@@ -73,8 +73,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "idle-memory": {"conns": 1000},
     "active-memory": {"conns": 1000, "duration": 10.0},
     "churn": {"cycles": 5000, "concurrency": 20},
-    "fanout": {"window": 4, "rate": 0.0, "duration": 5.0},
-    "publish": {"window": 8, "duration": 5.0},
+    "fanout": {"window": 4, "rate": 0.0, "duration": 5.0, "publishers": 1},
+    "publish": {"window": 8, "duration": 5.0, "publishers": 8},
 }
 COMMON = {"conns": 100, "window": 8, "rate": 0.0, "duration": 5.0, "warmup": 1.0, "cycles": 5000, "concurrency": 20}
 
@@ -115,7 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="seconds before measuring")
     p.add_argument("--subscribers", type=int, default=1000, help="fanout: subscribers of the one room")
     p.add_argument("--messages", type=int, default=1_000_000, help="fanout: at most this many publishes")
-    p.add_argument("--publishers", type=int, default=8, help="publish: pipelined publishing connections")
+    p.add_argument(
+        "--publishers", type=int, help="publish, fanout: publishing connections (default 8 for publish, 1 for fanout)"
+    )
     p.add_argument("--cycles", type=int, help="churn: connect/subscribe/publish/close cycles")
     p.add_argument("--concurrency", type=int, help="churn: cycles in parallel")
     p.add_argument("--max-seconds", type=float, default=600.0, help="churn: stop after this long")
@@ -141,7 +143,7 @@ PARAM_KEYS = {
     "idle-memory": ["conns", "warm", "rooms", "settle", "tracemalloc"],
     "active-memory": ["conns", "per_conn_rate", "warm", "rooms", "warmup", "duration"],
     "churn": ["cycles", "concurrency", "rooms", "max_seconds", "tracemalloc"],
-    "fanout": ["subscribers", "rate", "window", "messages", "warmup", "duration"],
+    "fanout": ["subscribers", "publishers", "rate", "window", "messages", "warmup", "duration"],
     "publish": ["publishers", "window", "warmup", "duration"],
 }
 

@@ -11,15 +11,18 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from loadtests.fastclient import FastClient
 from loadtests.traced_serve import SNAPSHOT_SIGNAL, snapshot_path, top_diff
 from loadtests.wsclient import WsClient, open_client
 
 ECHO = b'{"event":"echo","id":"e","data":{"x":1}}'
 ERROR_PREFIX = b'{"event":"error"'
 
-Setup = Callable[[WsClient, int], Awaitable[None]]
+Setup = Callable[[Any, int], Awaitable[None]]  # a WsClient or a FastClient
+Client = TypeVar("Client", WsClient, FastClient)
+Opener = Callable[..., Awaitable[Client]]
 
 
 class BenchError(RuntimeError):
@@ -66,16 +69,22 @@ class Context:
             raise BenchError(f"mode {mode} needs the realtime protocol; --target raw supports echo modes only")
 
     async def open(
-        self, count: int, *, setup: Setup | None = None, start: int = 0, timeout: float = 300.0
-    ) -> list[WsClient]:
+        self,
+        count: int,
+        *,
+        setup: Setup | None = None,
+        start: int = 0,
+        timeout: float = 300.0,
+        opener: Opener[Client] = open_client,  # type: ignore[assignment]
+    ) -> list[Client]:
         """Open ``count`` connections (welcome read), ``open_concurrency`` handshakes at a time, then ``setup``."""
-        clients: list[WsClient] = []
+        clients: list[Client] = []
         semaphore = asyncio.Semaphore(self.args.open_concurrency)
         numbers = itertools.count(start)
 
         async def one() -> None:
             async with semaphore:
-                client = await open_client(self.url, self.token, welcome=self.realtime)
+                client = await opener(self.url, self.token, welcome=self.realtime)
                 clients.append(client)
                 if setup is not None:
                     await setup(client, next(numbers))

@@ -16,7 +16,7 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import orjson
 from websockets.client import ClientProtocol
@@ -210,7 +210,15 @@ async def open_client(url: str, token: str | None, *, welcome: bool, timeout: fl
     return client
 
 
-async def close_all(clients: Iterable[WsClient], timeout: float = 10.0) -> None:
+class Closable(Protocol):
+    closed: asyncio.Future[None]
+
+    async def close(self, timeout: float = 5.0) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+async def close_all(clients: Iterable[Closable], timeout: float = 10.0) -> None:
     """Close cleanly where the server answers within ``timeout``; abort the rest."""
     items = list(clients)
     with contextlib.suppress(TimeoutError):

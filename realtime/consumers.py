@@ -30,6 +30,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from realtime import metrics
+from realtime.asgi_server import SEND_NOW
 from realtime.conf import realtime_settings, server_id
 from realtime.fanout import Subscription, get_hub
 from realtime.flow_control import RateLimiter, RateVerdict, SendQueue
@@ -121,7 +122,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.password_hash = user.password  # a later change ends the session (account_watch.py)
         self.subscriptions: dict[str, Subscription] = {}
         queue = SendQueue(self._settings.send_queue, self._settings.send_queue_bytes)
-        self.outbox = Outbox(self._send_text, queue, self._overflowed)
+        send_now = self.scope.get("extensions", {}).get(SEND_NOW, {}).get("send")
+        self.outbox = Outbox(self._send_text, queue, self._overflowed, send_now)
+        # Fan-out calls enqueue once per subscriber per event: bind it straight to the outbox.
+        self.enqueue = self.outbox.push  # type: ignore[method-assign]
         if self._settings.rate_limit > 0:
             self._limiter = RateLimiter(self._settings.rate_limit, self._loop.time())
         self.log.extra = {**(self.log.extra or {}), "user": user.username, "user_id": user.pk}
@@ -243,10 +247,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.outbox.reply(text)
 
     async def _send_text(self, text: str) -> None:
-        metrics.MESSAGES_OUT.inc()
         await self.base_send({"type": "websocket.send", "text": text})
 
     def enqueue(self, frame: str) -> bool:
+        """Queue a push (before connect; afterwards this is the outbox's ``push``, which refuses once closing)."""
         return self.outbox is not None and not self.closing and self.outbox.push(frame)
 
     async def wait_for_room(self, frames: int) -> bool:

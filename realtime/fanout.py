@@ -42,6 +42,7 @@ REPLAY_PAGE = 500
 # Every hub joins this group: announcements and kicks reach every server through it.
 CONTROL_GROUP = "realtime.control"
 DEGRADED_POLL_INTERVAL = 1.0
+METRICS_FOLD_INTERVAL = 1.0
 GAP_FILL_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 read_since = database_sync_to_async(EventLog.read_since)
@@ -67,14 +68,12 @@ class Subscription:
     conn: Subscriber
     stream: str
     offset: int
-    live: bool = False
+    live: bool = False  # until then activate() reads offsets from the database instead
     active: bool = True
+    push: Callable[[str], bool] = field(init=False)  # conn.enqueue, looked up once
 
-    def offer(self, offset: int, frame: str) -> None:
-        # Not live yet: activate() reads this offset from the database instead.
-        if self.live and offset == self.offset + 1:
-            self.offset = offset
-            self.conn.enqueue(frame)
+    def __post_init__(self) -> None:
+        self.push = self.conn.enqueue
 
 
 @dataclass(eq=False, slots=True)
@@ -106,6 +105,7 @@ class Hub:
         self._control_joined = False
         self._accounts = AccountWatch(lambda: self.connections)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._fold_timer: asyncio.TimerHandle | None = None
 
     @property
     def multi_process(self) -> bool:
@@ -121,9 +121,15 @@ class Hub:
     def register(self, conn: Subscriber) -> None:
         self.connections.add(conn)
         self._accounts.start()
+        if self._fold_timer is None:
+            self._fold_tallies()
         if self._bus is not None and not self._control_joined:
             self._control_joined = True
             self._spawn(self._bus.join(CONTROL_GROUP))
+
+    def _fold_tallies(self) -> None:
+        metrics.fold_tallies()
+        self._fold_timer = asyncio.get_running_loop().call_later(METRICS_FOLD_INTERVAL, self._fold_tallies)
 
     def unregister(self, conn: Subscriber, subscriptions: list[Subscription]) -> None:
         self.connections.discard(conn)
@@ -272,8 +278,11 @@ class Hub:
             offset = state.head + 1
             frame = pending.pop(offset)
             state.head = offset
+            # The per-subscriber loop is the fan-out's hot path: inlined, no call but the push.
             for sub in list(state.subs):
-                sub.offer(offset, frame)
+                if sub.live and sub.offset + 1 == offset:
+                    sub.offset = offset
+                    sub.push(frame)
         if pending:
             for stale in [o for o in pending if o <= state.head]:
                 del pending[stale]
@@ -348,6 +357,9 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        if self._fold_timer is not None:
+            self._fold_timer.cancel()
+        metrics.fold_tallies()
         await self._accounts.close()
         if self._bus is not None:
             await self._bus.close()

@@ -15,10 +15,12 @@ class SendQueue:
     queues; only its length is counted per queue.
     """
 
-    __slots__ = ("_frames", "bytes", "high_water", "max_bytes", "max_frames")
+    __slots__ = ("_frames", "bytes", "high_water", "length", "max_bytes", "max_frames")
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
-        self._frames: deque[str] = deque()
+        # Most connections never queue anything: the deque exists only while frames wait.
+        self._frames: deque[str] | None = None
+        self.length = 0  # a plain attribute: the fan-out's direct-send check reads it per frame
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self.bytes = 0
@@ -26,32 +28,41 @@ class SendQueue:
 
     def put(self, frame: str) -> bool:
         size = len(frame)
-        if len(self._frames) >= self.max_frames or (self._frames and self.bytes + size > self.max_bytes):
+        if self.length >= self.max_frames or (self.length and self.bytes + size > self.max_bytes):
             return False
+        if self._frames is None:
+            self._frames = deque()
         self._frames.append(frame)
+        self.length += 1
         self.bytes += size
-        if len(self._frames) > self.high_water:
-            self.high_water = len(self._frames)
+        if self.length > self.high_water:
+            self.high_water = self.length
         return True
 
     def pop(self) -> str:
+        if self._frames is None:
+            raise IndexError("pop from an empty SendQueue")
         frame = self._frames.popleft()
+        self.length -= 1
         self.bytes -= len(frame)
+        if not self.length:
+            self._frames = None
         return frame
 
     def clear(self) -> None:
-        self._frames.clear()
+        self._frames = None
+        self.length = 0
         self.bytes = 0
 
     def has_room(self, frames: int) -> bool:
         """Whether ``frames`` more frames fit below the frame bound (used to pace replays)."""
-        return len(self._frames) + frames <= self.max_frames
+        return self.length + frames <= self.max_frames
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return self.length
 
     def __bool__(self) -> bool:
-        return bool(self._frames)
+        return self.length > 0
 
 
 class RateVerdict(Enum):

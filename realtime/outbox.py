@@ -1,8 +1,11 @@
 """Outbox: how frames leave one connection, in order, without unbounded buffering (section 9).
 
-Replies with nothing queued ahead of them are sent directly by the consumer's task.
-Pushes (fan-out, replays, announcements, flow signals) and replies that would overtake
-them go through a bounded :class:`SendQueue`, drained by a writer task that exists only
+A frame with nothing queued or in flight ahead of it is written at once through the
+server's synchronous ``send_now`` (when the server offers it and the transport has room):
+no task, no await, which is what lets one process fan an event out to thousands of
+connections quickly. Otherwise replies are awaited on the consumer's task, and pushes
+(fan-out, replays, announcements, flow signals) and replies that would overtake them go
+through a bounded :class:`SendQueue`, drained by a writer task that exists only
 while the queue is non-empty and that waits on the transport's backpressure (the ASGI
 server's ``send`` blocks while the socket's buffer is full). A full queue means the
 client reads too slowly: ``on_overflow`` closes it with 1013 ``slow_consumer`` and the
@@ -15,6 +18,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from realtime.flow_control import SendQueue
+from realtime.metrics import FRAMES_OUT
 
 
 class Outbox:
@@ -24,6 +28,7 @@ class Outbox:
         "_room_needed",
         "_room_waiter",
         "_send",
+        "_send_now",
         "_writer",
         "closed",
         "queue",
@@ -31,9 +36,14 @@ class Outbox:
     )
 
     def __init__(
-        self, send: Callable[[str], Awaitable[None]], queue: SendQueue, on_overflow: Callable[[], None]
+        self,
+        send: Callable[[str], Awaitable[None]],
+        queue: SendQueue,
+        on_overflow: Callable[[], None],
+        send_now: Callable[[str], bool] | None = None,
     ) -> None:
         self._send = send
+        self._send_now = send_now
         self.queue = queue
         self._on_overflow = on_overflow
         self._writer: asyncio.Task[None] | None = None
@@ -50,9 +60,14 @@ class Outbox:
         if self._writer is not None or self._direct or self.queue:
             self.push(frame)
             return
+        if self._send_now is not None and self._send_now(frame):
+            self.sent += 1
+            FRAMES_OUT.pending += 1
+            return
         self._direct = True
         try:
             self.sent += 1
+            FRAMES_OUT.pending += 1
             await self._send(frame)
         except OSError:
             self.close()  # the peer is gone; the server's disconnect event cleans up
@@ -65,6 +80,11 @@ class Outbox:
         """Queue a frame without waiting. False if closed or the queue overflowed (then ``on_overflow`` ran)."""
         if self.closed:
             return False
+        idle = self._writer is None and not self._direct and not self.queue.length
+        if idle and self._send_now is not None and self._send_now(frame):
+            self.sent += 1
+            FRAMES_OUT.pending += 1
+            return True
         if not self.queue.put(frame):
             self.close()
             self._on_overflow()
@@ -80,6 +100,7 @@ class Outbox:
                 frame = queue.pop()
                 self._wake_room_waiter()
                 self.sent += 1
+                FRAMES_OUT.pending += 1
                 await self._send(frame)
         except OSError:
             self.close()

@@ -128,6 +128,7 @@ async def heartbeat_forever(server_id: str) -> None:
     while True:
         await asyncio.sleep(realtime_settings().server_heartbeat_interval)
         now = loop.time()
+        metrics.fold_tallies()
         messages_in, messages_out = _counter_total(metrics.MESSAGES_IN), _counter_total(metrics.MESSAGES_OUT)
         elapsed = max(now - last_at, 1e-6)
         load = LoadSample(
