@@ -28,7 +28,7 @@ def snapshot_path(directory: str, n: int) -> Path:
     return Path(directory) / f"snapshot-{n}.pickle"
 
 
-def top_diff(before: Path, after: Path, limit: int = 10) -> list[dict[str, object]]:
+def top_diff(before: Path, after: Path, limit: int = 25) -> list[dict[str, object]]:
     """The allocation sites (file:line) whose live memory grew most between two snapshots."""
     old, new = tracemalloc.Snapshot.load(str(before)), tracemalloc.Snapshot.load(str(after))
     rows: list[dict[str, object]] = []

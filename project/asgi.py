@@ -8,15 +8,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 django_asgi_app = get_asgi_application()
 
 # Imported after Django is set up: they touch models and settings.
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from accounts.middleware import JwtAuthMiddleware  # noqa: E402
 from realtime.origin import OriginGuard  # noqa: E402
-from realtime.routing import websocket_urlpatterns  # noqa: E402
+from realtime.routing import websocket_router  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": OriginGuard(JwtAuthMiddleware(URLRouter(websocket_urlpatterns))),
+        "websocket": OriginGuard(JwtAuthMiddleware(websocket_router)),
     }
 )

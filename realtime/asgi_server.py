@@ -11,18 +11,15 @@ touching framing or handshake parsing, which stay in the ``websockets`` library:
 - invalid UTF-8 in a text frame closes with 1007 and one warning line, not a traceback
   per message (a client could otherwise flood the log).
 
-Two additions for speed. Writes are coalesced per event-loop iteration: everything written
-to a connection during one iteration leaves in one ``transport.write`` (one system call)
-when the iteration's ready callbacks are done, or sooner once 64 KiB are waiting, so the
-transport's backpressure still engages at its usual mark. Order is kept, because every
-write of the connection (frames, pings, closes) goes through the same buffer.
-
-And the app is offered the ASGI scope extension ``realtime.send_now`` (docs/protocol.md,
-"Server extension"): a synchronous ``send(text) -> bool`` that writes a text frame at once
-when the transport can take it and returns False otherwise (not open, closing, or the transport's buffer above its high
-water mark: then the app awaits the ordinary ASGI ``send``, which waits for room). A
-broadcast hands the same ``str`` to every subscriber; its wire bytes (framed by the
-``websockets`` library, never by hand) are computed once and reused for all of them.
+For speed and memory (``connection_io.py`` has the pieces): writes are coalesced per
+event-loop iteration into one system call per connection; the app is offered the ASGI
+scope extension ``realtime.send_now`` (docs/protocol.md, "Server extension"), a
+synchronous ``send(text) -> bool`` that writes a text frame at once when the transport
+can take it and returns False otherwise (then the app awaits the ordinary ``send``, which
+waits for room), with a broadcast framed once for all its subscribers; the receive queue
+and the writable flag allocate nothing while idle; and the handshake's request, response
+and header list are released once the connection is accepted (the app reads headers in
+``connect``, before it accepts).
 """
 
 from __future__ import annotations
@@ -30,120 +27,24 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
-import weakref
 from typing import Any
 
 from uvicorn.config import Config
+from uvicorn.protocols.websockets import websockets_sansio_impl
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.exceptions import InvalidHeaderValue
 from websockets.frames import CloseCode as WsCloseCode
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from realtime.connection_io import CoalescingTransport, Gate, MessageQueue, flusher_for, wire_bytes, wire_cache
 from realtime.protocol.close_codes import CloseCode, CloseReason
 
 logger = logging.getLogger("realtime.server")
 
 SEND_NOW = "realtime.send_now"
-# Recently framed texts by identity: a broadcast reaches its subscribers one after the
-# other with the same ``str`` object, so a few entries serve a whole fan-out.
-_WIRE_CACHE_SIZE = 16
-_wire_cache: dict[int, tuple[str, bytes]] = {}
-
-
-# Past this many buffered bytes a connection's writes go out at once, so that pause_writing
-# (the transport's backpressure) still fires near its high water mark, not one iteration late.
-COALESCE_LIMIT = 64 * 1024
-
-
-class CoalescingTransport:
-    """A transport whose writes wait for the end of the loop iteration, then leave together."""
-
-    __slots__ = ("_chunks", "_flusher", "_size", "transport")
-
-    def __init__(self, transport: asyncio.Transport, flusher: WriteFlusher) -> None:
-        self.transport = transport
-        self._flusher = flusher
-        self._chunks: list[bytes] | None = None
-        self._size = 0
-
-    def write(self, data: bytes) -> None:
-        chunks = self._chunks
-        if chunks is None:
-            self._chunks = [data]
-            self._size = len(data)
-            if self._size > COALESCE_LIMIT:
-                self.flush()
-            else:
-                self._flusher.mark(self)
-            return
-        chunks.append(data)
-        self._size += len(data)
-        if self._size > COALESCE_LIMIT:
-            self.flush()
-
-    def flush(self) -> None:
-        chunks, self._chunks, self._size = self._chunks, None, 0
-        if chunks and not self.transport.is_closing():
-            self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def abort(self) -> None:
-        self._chunks, self._size = None, 0
-        self.transport.abort()
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
-
-
-class WriteFlusher:
-    """Flushes every connection written to during this loop iteration, once, after the rest of it."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._marked: list[CoalescingTransport] = []
-
-    def mark(self, transport: CoalescingTransport) -> None:
-        if not self._marked:
-            self._loop.call_soon(self._flush)
-        self._marked.append(transport)
-
-    def _flush(self) -> None:
-        marked, self._marked = self._marked, []
-        for transport in marked:
-            transport.flush()
-
-
-_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteFlusher] = weakref.WeakKeyDictionary()
-
-
-def flusher_for(loop: asyncio.AbstractEventLoop) -> WriteFlusher:
-    flusher = _flushers.get(loop)
-    if flusher is None:
-        flusher = _flushers[loop] = WriteFlusher(loop)
-    return flusher
-
-
-def wire_bytes(text: str) -> bytes:
-    """The unmasked, uncompressed text frame for ``text`` (servers never mask)."""
-    key = id(text)
-    hit = _wire_cache.get(key)
-    if hit is not None and hit[0] is text:
-        return hit[1]
-    wire = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
-    if len(_wire_cache) >= _WIRE_CACHE_SIZE:
-        del _wire_cache[next(iter(_wire_cache))]
-    _wire_cache[key] = (text, wire)  # holding ``text`` keeps its id from being reused
-    return wire
 
 
 class ContractServerProtocol(ServerProtocol):
@@ -167,6 +68,11 @@ class ContractServerProtocol(ServerProtocol):
         super().fail(code, reason)
 
 
+# uvicorn builds its ServerProtocol in __init__ from this module-level name; pointing the
+# name at the subclass builds the right one directly (building two cost ~4 % of a connect).
+websockets_sansio_impl.ServerProtocol = ContractServerProtocol  # type: ignore[attr-defined]
+
+
 class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(
         self,
@@ -177,11 +83,9 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.write_paused = False  # mirrors ``writable``, read on every direct send
-        self.conn = ContractServerProtocol(
-            extensions=self.conn.available_extensions,
-            max_size=config.ws_max_size,
-            logger=logging.getLogger("uvicorn.error"),
-        )
+        self.queue = MessageQueue()  # type: ignore[assignment]
+        self.writable = Gate()  # type: ignore[assignment]
+        assert isinstance(self.conn, ContractServerProtocol)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -192,6 +96,14 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None and not self.conn.extensions:
             scope["extensions"][SEND_NOW] = {"send": self.send_now}
+
+    def start_keepalive(self) -> None:
+        # Called once the 101 response is written: the handshake's data is no longer needed.
+        super().start_keepalive()
+        self.request = self.response = None  # type: ignore[assignment]
+        headers = self.scope.get("headers")
+        if isinstance(headers, list):
+            headers.clear()  # shared with the app's scope copies, which read it in connect
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -212,7 +124,7 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         ):
             return False
         # A broadcast's subscribers see the same str one after the other: usually a cache hit.
-        hit = _wire_cache.get(id(text))
+        hit = wire_cache.get(id(text))
         self.transport.write(hit[1] if hit is not None and hit[0] is text else wire_bytes(text))
         return True
 

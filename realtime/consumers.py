@@ -1,8 +1,9 @@
 """RealtimeConsumer: the I/O side of one WebSocket connection.
 
-It authenticates from what ``JwtAuthMiddleware`` put in the scope, records the
-session, feeds every frame to the pure :class:`ProtocolSession`, awaits handlers,
-and sends exactly one reply per client message, in arrival order. Idle and
+It takes the token's claims that ``JwtAuthMiddleware`` put in the scope, reads the
+account and records the session in one batched database trip (``session_log.py``),
+feeds every frame to the pure :class:`ProtocolSession`, awaits handlers, and sends
+exactly one reply per client message, in arrival order. Idle and
 token-expiry deadlines are ``loop.call_at`` handles, not tasks: an idle connection
 costs two timer handles, and a message only updates a float.
 
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import uuid
 from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime
@@ -40,7 +42,7 @@ from realtime.origin import scope_origin
 from realtime.outbox import Outbox
 from realtime.protocol import CLOSE_CODE_FOR, CloseReason, Command, Immediate, ProtocolSession, render_push
 from realtime.protocol.errors import ProtocolError, RateLimited
-from realtime.services import connection_session_close, connection_session_open
+from realtime.session_log import SessionClose, SessionOpen, session_log
 
 logger = logging.getLogger("realtime.connection")
 
@@ -103,13 +105,32 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             pass
 
     async def connect(self) -> None:
-        self.session_id = uuid.uuid4()
+        # Not secret (the client and staff see it), only unique: no os.urandom per connection.
+        self.session_id = uuid.UUID(int=random.getrandbits(128), version=4)
         self.session_key = str(self.session_id)
         self._loop = asyncio.get_running_loop()
         self._settings = realtime_settings()
         self.log = ConnectionLog(logger, {"conn": str(self.session_id), "server": server_id()})
 
-        failure: CloseReason | None = self.scope.get("auth_failure")
+        scope = self.scope
+        client = scope.get("client") or ("", 0)
+        failure: CloseReason | None = scope.get("auth_failure")
+        user: Any = None
+        if failure is None:
+            opened = await session_log().open(
+                SessionOpen(
+                    session_id=self.session_id,
+                    user_id=scope["auth_claims"].user_id,
+                    server_id=server_id(),
+                    remote_addr=str(client[0]),
+                    origin=scope_origin(scope) or "",
+                    user_agent=_header(scope, b"user-agent"),
+                )
+            )
+            if isinstance(opened, CloseReason):
+                failure = opened
+            else:
+                user = opened
         if failure is not None:
             await self.accept()
             self.log.info("connection refused", extra={"event": "connect", "close_reason": failure.value})
@@ -117,27 +138,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.close_with(failure)
             return
 
-        user = self.user = self.scope["user"]
+        self.user = user
         self.user_id = user.pk
         self.password_hash = user.password  # a later change ends the session (account_watch.py)
         self.subscriptions: dict[str, Subscription] = {}
         queue = SendQueue(self._settings.send_queue, self._settings.send_queue_bytes)
-        send_now = self.scope.get("extensions", {}).get(SEND_NOW, {}).get("send")
+        send_now = scope.get("extensions", {}).get(SEND_NOW, {}).get("send")
         self.outbox = Outbox(self._send_text, queue, self._overflowed, send_now)
         # Fan-out calls enqueue once per subscriber per event: bind it straight to the outbox.
         self.enqueue = self.outbox.push  # type: ignore[method-assign]
         if self._settings.rate_limit > 0:
             self._limiter = RateLimiter(self._settings.rate_limit, self._loop.time())
         self.log.extra = {**(self.log.extra or {}), "user": user.username, "user_id": user.pk}
-        client = self.scope.get("client") or ("", 0)
-        await connection_session_open(
-            session_id=self.session_id,
-            user=user,
-            server_id=server_id(),
-            remote_addr=str(client[0]),
-            origin=scope_origin(self.scope) or "",
-            user_agent=_header(self.scope, b"user-agent"),
-        )
         self.protocol = ProtocolSession(is_staff=user.is_staff)
         self._hub = get_hub()
         await self.accept()
@@ -153,14 +165,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     "heartbeat_interval": _number(settings.heartbeat_interval),
                     "idle_timeout": _number(settings.idle_timeout),
                     "max_message_bytes": settings.max_message_bytes,
-                    "token_expires_at": iso_utc(self.scope["token_expires_at"]),
+                    "token_expires_at": iso_utc(scope["auth_claims"].expires_at),
                 },
             )
         )
         self._hub.register(self)  # after the welcome: it must be the first frame
         self._last_rx = self._loop.time()
         self._idle_timer = self._loop.call_at(self._last_rx + settings.idle_timeout, self._idle_fired)
-        self.extend_session(self.scope["token_expires_at"])
+        self.extend_session(scope["auth_claims"].expires_at)
         self.log.info("connected", extra={"event": "connect", "remote": str(client[0])})
         metrics.CONNECTS.inc()
         metrics.OPEN_CONNECTIONS.inc()
@@ -364,12 +376,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 metrics.QUEUE_HIGH_WATER.observe(self.outbox.queue.high_water)
         if self.protocol is not None:
             try:
-                await connection_session_close(
-                    session_id=self.session_id,
-                    close_code=code,
-                    close_reason=reason,
-                    messages_in=self.messages_in,
-                    messages_out=self.outbox.sent if self.outbox else 0,
+                await session_log().close(
+                    SessionClose(
+                        session_id=self.session_id,
+                        close_code=code,
+                        close_reason=reason,
+                        messages_in=self.messages_in,
+                        messages_out=self.outbox.sent if self.outbox else 0,
+                    )
                 )
             finally:
                 self.log.info(

@@ -39,7 +39,15 @@ class GroupCommit:
 
     async def _drain(self) -> None:
         try:
-            while self._pending:
+            while True:
+                # One turn of the event loop before each batch lets every publisher that the
+                # previous batch's acks released (a connection runs one command at a time and
+                # its next one is usually buffered already) join this batch. Without it the
+                # batches alternated between nearly all publishers and the few that arrived
+                # while the previous one committed: twice the transactions, half the size.
+                await asyncio.sleep(0)
+                if not self._pending:
+                    return
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
                     results = await _append_batch([request for request, _ in batch])

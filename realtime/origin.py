@@ -6,6 +6,7 @@ browsers send it, and non-browser clients authenticate with their token alone.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from channels.security.websocket import WebsocketDenier
@@ -25,8 +26,9 @@ class OriginGuard:
         self.app = app
         self.deny = WebsocketDenier.as_asgi()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+        # Synchronous, returning the chosen app's coroutine: no frame kept per connection.
         origin = scope_origin(scope)
-        if origin is not None and not realtime_settings().origin_allowed(origin):
-            return await self.deny(scope, receive, send)
-        return await self.app(scope, receive, send)
+        app = self.deny if origin is not None and not realtime_settings().origin_allowed(origin) else self.app
+        result: Awaitable[None] = app(scope, receive, send)
+        return result

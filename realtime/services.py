@@ -7,7 +7,6 @@ after the transaction that wrote them has committed.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -16,35 +15,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from realtime.event_log import Appended, AppendRequest, CommittedEvent, EventLog, iso_ms
-from realtime.models import ConnectionSession, Resource
+from realtime.event_log import Appended, AppendRequest, CommittedEvent, EventLog, now_iso_ms
+from realtime.group_commit import get_group_commit
+from realtime.models import Resource
 from realtime.protocol.errors import Conflict, InvalidEnvelope, NotFound
 from realtime.protocol.streams import StreamName
-
-
-async def connection_session_open(
-    *, session_id: uuid.UUID, user: Any, server_id: str, remote_addr: str, origin: str, user_agent: str
-) -> ConnectionSession:
-    return await ConnectionSession.objects.acreate(
-        id=session_id,
-        user=user,
-        server_id=server_id[:200],
-        remote_addr=remote_addr[:64],
-        origin=origin[:255],
-        user_agent=user_agent[:512],
-    )
-
-
-async def connection_session_close(
-    *, session_id: uuid.UUID, close_code: int | None, close_reason: str, messages_in: int, messages_out: int
-) -> None:
-    await ConnectionSession.objects.filter(pk=session_id, disconnected_at__isnull=True).aupdate(
-        disconnected_at=timezone.now(),
-        close_code=close_code,
-        close_reason=close_reason[:123],
-        messages_in=messages_in,
-        messages_out=messages_out,
-    )
 
 
 def user_ref(user: Any) -> dict[str, Any]:
@@ -56,9 +31,7 @@ async def amessage_publish(
 ) -> Appended:
     """Commit a ``message.new`` / ``message.direct`` event (group-committed with concurrent ones);
     a repeated ``client_id`` of the same sender returns the original."""
-    from realtime.group_commit import get_group_commit
-
-    data = {"id": client_id, "sender": user_ref(sender), "text": text, "ts": iso_ms(timezone.now())}
+    data = {"id": client_id, "sender": user_ref(sender), "text": text, "ts": now_iso_ms()}
     key = (sender.pk, client_id) if client_id is not None else None
     return await get_group_commit().append(AppendRequest(str(stream), event, data, key))
 
