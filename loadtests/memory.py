@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from loadtests.common import proc_status_kb, rss_kb, slope_per_unit
+from loadtests.common import CpuMeter, per_cpu, proc_status_kb, rss_kb, slope_per_unit
 from loadtests.context import ECHO, BenchError, Context, Setup, subscribe_to
 from loadtests.echo import open_loop
 from loadtests.wsclient import WsClient, close_all, open_client
@@ -50,8 +50,10 @@ async def run_idle_memory(ctx: Context) -> dict[str, Any]:
         before = rss_kb(pid)
         snap0 = await ctx.snapshot()
         t0 = time.monotonic()
+        meter = CpuMeter(pid).start()
         clients += await ctx.open(a.conns, setup=setup, start=a.warm)
         open_s = time.monotonic() - t0
+        open_cpu = meter.stop()
         await asyncio.sleep(a.settle)
         status = proc_status_kb(pid)
         snap1 = await ctx.snapshot()
@@ -65,6 +67,9 @@ async def run_idle_memory(ctx: Context) -> dict[str, Any]:
         "subscribed": ctx.realtime,
         "open_seconds": round(open_s, 2),
         "opens_per_s": round(a.conns / open_s),
+        # Opens per second of server CPU: the figure to compare on a shared, noisy machine.
+        "opens_per_server_cpu_s": per_cpu(a.conns / open_s, open_cpu),
+        "open_cpu": open_cpu,
         "rss_before_kb": before,
         "rss_after_kb": status["VmRSS"],
         "kb_per_conn": round((status["VmRSS"] - before) / a.conns, 2),

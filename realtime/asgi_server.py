@@ -40,6 +40,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from realtime.connection_io import CoalescingTransport, Gate, MessageQueue, flusher_for, wire_bytes, wire_cache
+from realtime.deadlines import timer_wheel
 from realtime.protocol.close_codes import CloseCode, CloseReason
 
 logger = logging.getLogger("realtime.server")
@@ -100,10 +101,20 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
     def start_keepalive(self) -> None:
         # Called once the 101 response is written: the handshake's data is no longer needed.
         super().start_keepalive()
+        # websockets' parser generator keeps its Request as a local for the connection's
+        # lifetime, so dropping our reference is not enough: empty its headers too.
+        self.request.headers.clear()
+        self.response.headers.clear()
         self.request = self.response = None  # type: ignore[assignment]
         headers = self.scope.get("headers")
         if isinstance(headers, list):
             headers.clear()  # shared with the app's scope copies, which read it in connect
+
+    def schedule_ping(self) -> None:
+        # uvicorn's own, on the timer wheel: an idle connection keeps no event-loop timer.
+        assert self.ping_interval is not None
+        delay = max(0.0, self.ping_interval - self.last_ping_rtt)
+        self.ping_timer = timer_wheel(self.loop).call_later(delay, self.send_keepalive_ping)  # type: ignore[assignment]
 
     def pause_writing(self) -> None:
         self.write_paused = True

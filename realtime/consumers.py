@@ -4,8 +4,8 @@ It takes the token's claims that ``JwtAuthMiddleware`` put in the scope, reads t
 account and records the session in one batched database trip (``session_log.py``),
 feeds every frame to the pure :class:`ProtocolSession`, awaits handlers, and sends
 exactly one reply per client message, in arrival order. Idle and
-token-expiry deadlines are ``loop.call_at`` handles, not tasks: an idle connection
-costs two timer handles, and a message only updates a float.
+token-expiry deadlines live on the process's timer wheel (``session_deadlines.py``),
+not in tasks: a message only updates a float.
 
 Outgoing frames: a reply with nothing queued ahead of it is sent directly; pushes
 (fan-out, replays, announcements) go through the bounded :class:`SendQueue`, drained
@@ -24,16 +24,18 @@ import logging
 import math
 import random
 import uuid
-from collections.abc import Awaitable, Coroutine
-from datetime import UTC, datetime
+from collections.abc import Awaitable
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from realtime import metrics
 from realtime.asgi_server import SEND_NOW
+from realtime.background import spawn
 from realtime.conf import realtime_settings, server_id
+from realtime.deadlines import timer_wheel
 from realtime.fanout import Subscription, get_hub
 from realtime.flow_control import RateLimiter, RateVerdict, SendQueue
 from realtime.handlers import HANDLERS, AckThen, iso_utc
@@ -42,23 +44,12 @@ from realtime.origin import scope_origin
 from realtime.outbox import Outbox
 from realtime.protocol import CLOSE_CODE_FOR, CloseReason, Command, Immediate, ProtocolSession, render_push
 from realtime.protocol.errors import ProtocolError, RateLimited
+from realtime.session_deadlines import SessionDeadlines
 from realtime.session_log import SessionClose, SessionOpen, session_log
 
 logger = logging.getLogger("realtime.connection")
 
 PROTOCOL_VERSION = 1
-# How long before expiry ``auth.expiring`` is pushed: 30 s, or half the remaining
-# lifetime for short-lived tokens, so a client always has time to refresh.
-EXPIRY_WARNING_LEAD = 30.0
-
-_background: set[asyncio.Task[None]] = set()
-
-
-def _spawn(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a timer's async follow-up; the set keeps the task referenced until it ends."""
-    task = asyncio.get_running_loop().create_task(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
 
 
 def _number(value: float) -> float | int:
@@ -72,7 +63,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
     return ""
 
 
-class RealtimeConsumer(AsyncWebsocketConsumer):
+class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
     protocol: ProtocolSession | None = None
     user: Any = None
     user_id = 0
@@ -80,9 +71,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     closing = False
     close_reason: str = ""
     messages_in = 0
-    _idle_timer: asyncio.TimerHandle | None = None
-    _expiry_timer: asyncio.TimerHandle | None = None
-    _token_expires_at: datetime | None = None
     outbox: Outbox | None = None
     _limiter: RateLimiter | None = None
     _resume_timer: asyncio.TimerHandle | None = None
@@ -103,6 +91,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     await self.dispatch(message)
         except StopConsumer:
             pass
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch first closes stale database connections through a trip to the
+        # database thread, on connect and on disconnect: a tenth of a connection's setup.
+        # Every database call here already goes through database_sync_to_async, which
+        # does that on the thread itself, before and after the call.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         # Not secret (the client and staff see it), only unique: no os.urandom per connection.
@@ -171,7 +169,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         )
         self._hub.register(self)  # after the welcome: it must be the first frame
         self._last_rx = self._loop.time()
-        self._idle_timer = self._loop.call_at(self._last_rx + settings.idle_timeout, self._idle_fired)
+        self._wheel = timer_wheel(self._loop)
+        self.arm_idle_deadline()
         self.extend_session(scope["auth_claims"].expires_at)
         self.log.info("connected", extra={"event": "connect", "remote": str(client[0])})
         metrics.CONNECTS.inc()
@@ -236,7 +235,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.send_frame(protocol.complete(command, result.data))
             follow_up = result.then()
             if follow_up is not None:
-                _spawn(self._follow_up(follow_up, command))
+                spawn(self._follow_up(follow_up, command))
             return ""
         return protocol.complete(command, result)
 
@@ -272,7 +271,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         assert self.outbox is not None
         self.log.warning("send queue overflow", extra={"event": "slow_consumer", "queued": len(self.outbox.queue)})
         metrics.SLOW_CONSUMERS.inc()
-        _spawn(self.close_with(CloseReason.SLOW_CONSUMER))
+        spawn(self.close_with(CloseReason.SLOW_CONSUMER))
 
     def replay_page_size(self) -> int:
         return max(1, min(500, self._settings.send_queue // 2))
@@ -283,7 +282,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self.enqueue(message["frame"])
         elif message["type"] == "kick":
             disabled = message.get("reason") == CloseReason.ACCOUNT_DISABLED.value
-            _spawn(self.close_with(CloseReason.ACCOUNT_DISABLED if disabled else CloseReason.KICKED))
+            spawn(self.close_with(CloseReason.ACCOUNT_DISABLED if disabled else CloseReason.KICKED))
 
     async def close_with(self, reason: CloseReason) -> None:
         if self.closing:
@@ -313,50 +312,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self.enqueue(render_push("flow.resume", {}))
         else:
             self._resume_timer = self._loop.call_at(now + self._limiter.resume_delay(now), self._resume_client)
-
-    # Deadlines -----------------------------------------------------------------------
-
-    def _idle_fired(self) -> None:
-        deadline = self._last_rx + self._settings.idle_timeout
-        if self._loop.time() >= deadline:
-            self._idle_timer = None
-            _spawn(self.close_with(CloseReason.IDLE_TIMEOUT))
-        else:
-            self._idle_timer = self._loop.call_at(deadline, self._idle_fired)
-
-    def extend_session(self, expires_at: datetime) -> None:
-        """(Re)arm the token deadline: ``auth.expiring`` first, then close 4401 ``token_expired``."""
-        self._token_expires_at = expires_at
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-        remaining = self._seconds_left()
-        lead = min(EXPIRY_WARNING_LEAD, remaining / 2)
-        self._expiry_timer = self._loop.call_at(self._loop.time() + remaining - lead, self._token_expiring)
-
-    def _seconds_left(self) -> float:
-        assert self._token_expires_at is not None
-        return (self._token_expires_at - datetime.now(UTC)).total_seconds()
-
-    def _token_expiring(self) -> None:
-        remaining = self._seconds_left()
-        if remaining > 0:
-            _spawn(self.send_frame(render_push("auth.expiring", {"expires_in": math.ceil(remaining)})))
-        self._expiry_timer = self._loop.call_at(self._loop.time() + max(remaining, 0), self._token_expired)
-
-    def _token_expired(self) -> None:
-        # Timers may fire a clock tick early; wait out the remainder rather than warn twice.
-        remaining = self._seconds_left()
-        if remaining > 0:
-            self._expiry_timer = self._loop.call_at(self._loop.time() + remaining, self._token_expired)
-            return
-        self._expiry_timer = None
-        _spawn(self.close_with(CloseReason.TOKEN_EXPIRED))
-
-    def _cancel_timers(self) -> None:
-        for timer in (self._idle_timer, self._expiry_timer, self._resume_timer):
-            if timer is not None:
-                timer.cancel()
-        self._idle_timer = self._expiry_timer = self._resume_timer = None
 
     # Teardown ------------------------------------------------------------------------
 

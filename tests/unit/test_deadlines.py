@@ -1,0 +1,59 @@
+"""TimerWheel (realtime/deadlines.py): the per-connection deadlines' shared timer."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+
+from realtime.deadlines import TimerWheel
+
+
+async def test_deadlines_fire_never_early_and_at_most_one_tick_late() -> None:
+    """Session lifetime: idle and token deadlines fire after, and close to, the time asked for."""
+    loop = asyncio.get_running_loop()
+    wheel = TimerWheel(loop, resolution=0.02)
+    fired: dict[str, float] = {}
+    start = loop.time()
+
+    def record(name: str) -> Callable[[], None]:
+        return lambda: fired.__setitem__(name, loop.time())
+
+    for name, delay in (("a", 0.05), ("b", 0.01), ("c", 0.1)):
+        wheel.call_at(start + delay, record(name))
+    await asyncio.sleep(0.2)
+    assert set(fired) == {"a", "b", "c"}
+    for name, delay in (("a", 0.05), ("b", 0.01), ("c", 0.1)):
+        assert start + delay <= fired[name] < start + delay + 0.02 + 0.03  # one tick, plus scheduling slack
+    assert len(wheel) == 0
+
+
+async def test_cancelled_deadlines_do_not_fire_and_others_in_their_tick_do() -> None:
+    """Connection: Disconnect frees the connection's deadlines; other connections' still fire."""
+    loop = asyncio.get_running_loop()
+    wheel = TimerWheel(loop, resolution=0.02)
+    fired: list[int] = []
+    timers = [wheel.call_later(0.03, functools.partial(fired.append, i)) for i in range(5)]
+    timers[1].cancel()
+    timers[3].cancel()
+    timers[3].cancel()  # twice is harmless
+    assert timers[3].cancelled()
+    assert len(wheel) == 3
+    await asyncio.sleep(0.1)
+    assert sorted(fired) == [0, 2, 4]
+    assert timers[0].cancelled()  # a fired timer is spent
+
+
+async def test_a_failing_callback_does_not_skip_the_rest_of_its_tick() -> None:
+    """No input may crash the process: one connection's failing deadline leaves the others' running."""
+    loop = asyncio.get_running_loop()
+    wheel = TimerWheel(loop, resolution=0.02)
+    fired: list[str] = []
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    wheel.call_later(0.01, boom)
+    wheel.call_later(0.01, lambda: fired.append("after"))
+    await asyncio.sleep(0.06)
+    assert fired == ["after"]
