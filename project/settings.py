@@ -105,7 +105,11 @@ if REDIS_URL:
                 "core": "channels_redis.core.RedisChannelLayer",
                 "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
             }[REDIS_LAYER],
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py's default 5 s socket timeout equals channels-redis's blocking-pop
+            # timeout, so an idle connection timed out every 5 s and looked like a broker
+            # outage (system.degraded / system.recovered). Broker health is judged by the
+            # bus's own short ping (realtime/bus.py), not by this socket.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_keepalive": True}]},
         }
     }
 else:

@@ -114,6 +114,19 @@ async def test_multiple_clients_across_two_servers_receive_a_broadcast(server_fa
         await ws.close()
 
 
+async def test_an_idle_server_on_redis_does_not_report_the_broker_down(server_factory, redis: RedisServer) -> None:
+    """Broker failure: a healthy but idle Redis is not an outage -> no system.degraded on a quiet
+    connection for longer than redis-py's 5 s socket timeout (it used to flicker every 5 s)."""
+    server = server_factory(REDIS_URL=redis.url)
+    ws = await _client(server)
+    await _subscribe(ws, f"room:quiet{uuid.uuid4().hex[:10]}")
+    with pytest.raises(TimeoutError):
+        frame = await recv_json(ws, timeout=7)
+        pytest.fail(f"an idle connection got {frame}")
+    assert http_json("GET", f"{server.http_url}/readyz")[0] == 200
+    await ws.close()
+
+
 async def _wait_for_event(
     ws: ClientConnection, event: str, messages: list[dict[str, Any]], timeout: float = 15
 ) -> dict[str, Any]:
