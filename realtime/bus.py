@@ -38,8 +38,10 @@ class Bus:
         on_message: Callable[[dict[str, Any]], None],
         on_health: Callable[[bool], None],
         ping: Ping | None = None,
+        layer_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.layer = layer
+        self._layer_factory = layer_factory
         self._ping = ping
         self._watchdog: asyncio.Task[None] | None = None
         self.healthy = True
@@ -144,6 +146,10 @@ class Bus:
             await asyncio.wait_for(self.layer.group_add(group, self.channel), PROBE_TIMEOUT)
 
     async def _recover(self) -> None:
+        stale: tuple[Any, str | None] | None = None
+        if self._layer_factory is not None:
+            stale = (self.layer, self.channel)
+            self.layer, self.channel = self._layer_factory(), None
         delay = RECOVERY_DELAY_INITIAL
         while True:
             await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not crypto
@@ -159,7 +165,18 @@ class Bus:
             self._reader = asyncio.ensure_future(self._read())
             logger.info("broker recovered", extra={"event": "broker_up"})
             self._on_health(True)
+            if stale is not None:
+                self._spawn(self._retire(*stale))
             return
+
+    async def _retire(self, layer: Any, channel: str | None) -> None:
+        """Take a replaced layer's channel out of every group (if the broker kept them) and close it."""
+        if channel is not None:
+            for group in list(self.groups):
+                await self._quietly(asyncio.wait_for(self.layer.group_discard(group, channel), PROBE_TIMEOUT))
+        close = getattr(layer, "close_pools", None)
+        if close is not None:
+            await self._quietly(asyncio.wait_for(close(), PROBE_TIMEOUT))
 
     @staticmethod
     async def _quietly(operation: Awaitable[Any]) -> None:

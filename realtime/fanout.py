@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from channels import DEFAULT_CHANNEL_LAYER
 from channels.db import database_sync_to_async
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
 
 from realtime import metrics
 from realtime.account_watch import AccountWatch
@@ -97,7 +98,13 @@ class Hub:
         self._bus = (
             None
             if layer is None or isinstance(layer, InMemoryChannelLayer)
-            else Bus(layer, self._on_bus_message, self._on_bus_health, ping=broker_ping)
+            else Bus(
+                layer,
+                self._on_bus_message,
+                self._on_bus_health,
+                ping=broker_ping,
+                layer_factory=lambda: channel_layers.make_backend(DEFAULT_CHANNEL_LAYER),
+            )
         )
         self._poller: asyncio.Task[None] | None = None
         if self._bus is not None:
