@@ -125,6 +125,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warm", type=int, default=50, help="memory modes: connections opened before the baseline")
     p.add_argument("--settle", type=float, default=2.0, help="memory modes: seconds before reading RSS")
     p.add_argument("--open-concurrency", type=int, default=200, help="handshakes in flight while opening")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="serve --workers N (needs --server-env REDIS_URL=...; the server is then not pinned and shares "
+        "core 1 with the load generator); with --url: the --server-pid is such a supervisor",
+    )
     return p.parse_args(argv)
 
 
@@ -141,7 +148,7 @@ PARAM_KEYS = {
     "throughput": ["conns", "window", "warmup", "duration"],
     "scaling": ["levels", "inflight", "warmup", "duration"],
     "idle-memory": ["conns", "warm", "rooms", "settle", "tracemalloc"],
-    "active-memory": ["conns", "per_conn_rate", "warm", "rooms", "warmup", "duration"],
+    "active-memory": ["conns", "per_conn_rate", "warm", "rooms", "warmup", "duration", "tracemalloc"],
     "churn": ["cycles", "concurrency", "rooms", "max_seconds", "tracemalloc"],
     "fanout": ["subscribers", "publishers", "rate", "window", "messages", "warmup", "duration"],
     "publish": ["publishers", "window", "warmup", "duration"],
@@ -183,7 +190,8 @@ async def one_run(mode: str, args: argparse.Namespace, server: Server | None, ru
             end_status = proc_status_kb(pid)
     record["server"] = {
         "pid": pid,
-        "cpu": SERVER_CPU if server else None,
+        "cpu": SERVER_CPU if server and server.pin else None,
+        "workers": args.workers,
         "rss_start_kb": start_status.get("VmRSS"),
         "rss_end_kb": end_status.get("VmRSS"),
         "rss_peak_kb": end_status.get("VmHWM"),
@@ -204,7 +212,7 @@ def new_server(args: argparse.Namespace, database: Database | None, log_dir: str
     if args.target == "raw":
         return raw_server(log_dir)
     assert database is not None
-    return realtime_server(database, log_dir, server_overrides(args), args.tracemalloc)
+    return realtime_server(database, log_dir, server_overrides(args), args.tracemalloc, args.workers)
 
 
 async def run_with_server(

@@ -54,10 +54,23 @@ def rss_kb(pid: int) -> int:
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """User + system CPU seconds of a process and its live children, from /proc.
+
+    The children are a ``serve --workers N`` supervisor's workers (the supervisor itself
+    is nearly idle); a single ``serve`` has none.
+    """
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def self_cpu_seconds() -> float:

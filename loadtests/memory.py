@@ -78,18 +78,24 @@ async def run_idle_memory(ctx: Context) -> dict[str, Any]:
 
 
 async def run_active_memory(ctx: Context) -> dict[str, Any]:
-    """N subscribed connections each sending ``--per-conn-rate`` echoes/s; RSS peak while active."""
+    """N subscribed connections each sending ``--per-conn-rate`` echoes/s; RSS peak while active.
+
+    Also the steady-run leak check: RSS is sampled every second and its slope (KB per
+    minute) fitted after the first tenth of ``--duration`` (warm-up); with
+    ``--tracemalloc`` the allocation sites that grew between the end of warm-up and the
+    end of the run are listed.
+    """
     a, pid = ctx.args, _require_pid(ctx)
     setup = _setup(ctx)
     clients = await ctx.open(a.warm, setup=setup)
-    samples: list[int] = []
+    samples: list[tuple[float, int]] = []
     last = [0.0]
 
     def sample() -> None:
         now = time.monotonic()
-        if now - last[0] >= 0.25:
+        if now - last[0] >= 1.0:
             last[0] = now
-            samples.append(rss_kb(pid))
+            samples.append((now, rss_kb(pid)))
 
     try:
         await asyncio.sleep(a.settle)
@@ -97,10 +103,22 @@ async def run_active_memory(ctx: Context) -> dict[str, Any]:
         active = await ctx.open(a.conns, setup=setup, start=a.warm)
         clients += active
         idle_rss = rss_kb(pid)
+        warmed = asyncio.get_running_loop().time() + a.warmup + a.duration / 10
+        snapshots: list[int | None] = []
+
+        async def snapshot_after_warmup() -> None:
+            await asyncio.sleep(max(0.0, warmed - asyncio.get_running_loop().time()))
+            snapshots.append(await ctx.snapshot())
+
+        warm_snap = asyncio.ensure_future(snapshot_after_warmup())
         result = await open_loop(ctx, active, a.per_conn_rate * a.conns, a.warmup, a.duration, on_tick=sample)
+        await warm_snap
+        end_snap = await ctx.snapshot()
     finally:
         await close_all(clients, timeout=30.0)
-    peak = max(samples) if samples else rss_kb(pid)
+    peak = max(rss for _, rss in samples) if samples else rss_kb(pid)
+    t0 = samples[0][0] if samples else 0.0
+    steady = [(t, rss) for t, rss in samples if t - t0 >= a.warmup + a.duration / 10]
     return {
         "conns": a.conns,
         "per_conn_rate": a.per_conn_rate,
@@ -109,6 +127,9 @@ async def run_active_memory(ctx: Context) -> dict[str, Any]:
         "rss_active_peak_kb": peak,
         "kb_per_conn": round((peak - before) / a.conns, 2),
         "idle_kb_per_conn": round((idle_rss - before) / a.conns, 2),
+        "rss_slope_kb_per_min": round(slope_per_unit([t for t, _ in steady], [r for _, r in steady]) * 60, 1),
+        "rss_steady_first_last_kb": [steady[0][1], steady[-1][1]] if steady else None,
+        "tracemalloc_top": await ctx.tracemalloc_top(snapshots[0] if snapshots else None, end_snap),
         **result,
     }
 
