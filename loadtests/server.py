@@ -40,6 +40,13 @@ def _raise_nofile_in_child() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _unpinned_child() -> None:
+    _raise_nofile_in_child()
+    # The load generator pins itself to LOADGEN_CPU before it starts a server, and children
+    # inherit affinity: give an unpinned server every core back.
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+
+
 def _pinned(argv: list[str]) -> list[str]:
     """``taskset -c 0 ARGV`` when the machine has at least two cores and taskset exists."""
     if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
@@ -102,6 +109,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     stdout_lines: list[str] = field(default_factory=list)
     _log: IO[bytes] | None = None
+    pin: bool = True  # to SERVER_CPU; not for ``serve --workers N``, whose workers need the cores
 
     @property
     def pid(self) -> int:
@@ -119,12 +127,12 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            _pinned(self.argv),
+            _pinned(self.argv) if self.pin else self.argv,
             cwd=REPO,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=self._log,
-            preexec_fn=_raise_nofile_in_child,
+            preexec_fn=_raise_nofile_in_child if self.pin else _unpinned_child,
         )
         assert self.proc.stdout is not None
         selector = selectors.DefaultSelector()
@@ -159,9 +167,16 @@ class Server:
         return self.proc.returncode
 
 
-def realtime_server(database: Database, log_dir: str, overrides: dict[str, str], tracemalloc_frames: int = 0) -> Server:
-    """``manage.py serve``; with ``tracemalloc_frames`` the same command under ``loadtests.traced_serve``."""
+def realtime_server(
+    database: Database, log_dir: str, overrides: dict[str, str], tracemalloc_frames: int = 0, workers: int = 1
+) -> Server:
+    """``manage.py serve``; with ``tracemalloc_frames`` the same command under ``loadtests.traced_serve``.
+
+    ``workers`` > 1 adds ``--workers N`` (``overrides`` must then hold ``REDIS_URL``) and
+    leaves the server unpinned."""
     args = ["--host", "127.0.0.1", "--port", "0"]
+    if workers > 1:
+        args += ["--workers", str(workers)]
     if tracemalloc_frames:
         traced = tempfile.mkdtemp(prefix="tracemalloc-", dir=log_dir)
         overrides = {**overrides, "BENCH_TRACEMALLOC_DIR": traced, "BENCH_TRACEMALLOC_FRAMES": str(tracemalloc_frames)}
@@ -171,7 +186,10 @@ def realtime_server(database: Database, log_dir: str, overrides: dict[str, str],
             Path(log_dir) / "server.log",
         )
     return Server(
-        [PYTHON, "manage.py", "serve", *args], server_env(database.url, overrides), Path(log_dir) / "server.log"
+        [PYTHON, "manage.py", "serve", *args],
+        server_env(database.url, overrides),
+        Path(log_dir) / "server.log",
+        pin=workers == 1,
     )
 
 

@@ -55,12 +55,13 @@ class ServerProcess:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     stdout_lines: list[str] = field(default_factory=list)
+    extra_args: tuple[str, ...] = ()  # more ``serve`` options, e.g. ("--workers", "2")
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         """Start on ``port`` (0: any free port, read back from the ``listening on`` line)."""
         self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [PYTHON, "manage.py", "serve", "--host", self.host, "--port", str(self.port)],
+            [PYTHON, "manage.py", "serve", "--host", self.host, "--port", str(self.port), *self.extra_args],
             cwd=REPO,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -87,7 +88,9 @@ class ServerProcess:
 
     def restarted(self) -> ServerProcess:
         """A new process on the same port with the same environment (database) and log."""
-        return ServerProcess(env=self.env, log_path=self.log_path, host=self.host, port=self.port).start()
+        return ServerProcess(
+            env=self.env, log_path=self.log_path, host=self.host, port=self.port, extra_args=self.extra_args
+        ).start()
 
     @property
     def http_url(self) -> str:

@@ -5,6 +5,10 @@ the ``listening on H:P`` line that launchers wait for), maps the REALTIME_*
 settings onto the server's WebSocket limits and keepalive, and on SIGTERM/SIGINT
 closes every connection with 1012 ``service_restart`` and waits, bounded, for
 in-flight work to finish.
+
+``--workers N`` (N > 1) keeps that socket in a supervisor process and runs N worker
+processes on it (``realtime/workers.py``); each worker is a server of its own
+(``hostname:port/1`` …) and the ``listening on`` line comes once, when all are ready.
 """
 
 from __future__ import annotations
@@ -12,20 +16,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
-from django.core.management.base import BaseCommand, CommandParser
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from realtime.asgi_server import RealtimeWebSocketProtocol
 from realtime.conf import realtime_settings, server_id, set_server_id
 from realtime.server_registry import heartbeat_forever, server_register, server_stopped
+from realtime.workers import STOP_SIGNALS, Supervisor
 
 # Seconds that shutdown waits for connections and handlers before cancelling them.
 GRACEFUL_SHUTDOWN_TIMEOUT = 10
+
+NEEDS_BROKER = (
+    "--workers {n} needs REDIS_URL: worker processes share streams only through the Redis "
+    "broker (without it each worker has its own in-memory channel layer, and a subscriber "
+    "on one worker would never see what is published on another). Set REDIS_URL, or run "
+    "with --workers 1."
+)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -39,9 +53,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 class ReadyServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, ready_line: str) -> None:
+    """uvicorn's server that says when it is ready: ``ready_line`` on stdout and stderr
+    (a single process), or ``on_ready()`` (a worker, which tells its supervisor)."""
+
+    def __init__(
+        self, config: uvicorn.Config, ready_line: str | None, on_ready: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(config)
         self.ready_line = ready_line
+        self.on_ready = on_ready
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -49,10 +69,14 @@ class ReadyServer(uvicorn.Server):
             self.heartbeat = asyncio.ensure_future(heartbeat_forever(server_id()))
             # The plain line goes to both streams, so a launcher can wait on either; the
             # JSON log says "ready" rather than repeat it inside a JSON string.
-            for stream in (sys.stdout, sys.stderr):
-                stream.write(self.ready_line + "\n")
-                stream.flush()
+            if self.ready_line is not None:
+                for stream in (sys.stdout, sys.stderr):
+                    stream.write(self.ready_line + "\n")
+                    stream.flush()
             logging.getLogger("realtime.server").info("ready", extra={"server": server_id(), "event": "listening"})
+            # A worker told to stop while starting is not ready: it goes straight to shutdown.
+            if self.on_ready is not None and not self.should_exit:
+                self.on_ready()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -65,45 +89,82 @@ class ReadyServer(uvicorn.Server):
                 self._captured_signals.clear()
 
 
+def serve_on(
+    sock: socket.socket,
+    ready_line: str | None,
+    on_ready: Callable[[], None] | None = None,
+    early_signals: list[int] | None = None,
+) -> None:
+    """Register as ``server_id()``, serve on the bound ``sock`` until stopped, mark the registration stopped.
+
+    ``early_signals`` (workers only) holds stop signals that arrived while the process was
+    still setting up; from here on they go to the server, and those are replayed.
+    """
+    realtime = realtime_settings()
+
+    from project.asgi import application
+
+    config = uvicorn.Config(
+        application,
+        loop="uvloop",
+        http="httptools",
+        ws=RealtimeWebSocketProtocol,
+        ws_max_size=realtime.max_message_bytes,
+        ws_ping_interval=realtime.heartbeat_interval,
+        ws_ping_timeout=realtime.heartbeat_timeout,
+        ws_per_message_deflate=False,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_TIMEOUT,
+    )
+    leaked = server_register(server_id())
+    if leaked:
+        logging.getLogger("realtime.server").warning(
+            "closed sessions left open by a previous process", extra={"server": server_id(), "sessions": leaked}
+        )
+    server = ReadyServer(config, ready_line, on_ready)
+    if early_signals is not None:
+        for stop in STOP_SIGNALS:
+            signal.signal(stop, server.handle_exit)
+        for sig in early_signals:
+            server.handle_exit(sig, None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        server_stopped(server_id())
+
+
 class Command(BaseCommand):
     help = "Run the realtime service on the production ASGI server."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="worker processes sharing the listening socket (default 1: this process serves); "
+            "more than 1 needs REDIS_URL",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         host: str = options["host"]
+        workers: int = options["workers"]
+        if workers < 1:
+            raise CommandError(f"--workers {workers}: must be at least 1")
+        if workers > 1 and not settings.REDIS_URL:
+            raise CommandError(NEEDS_BROKER.format(n=workers))
         sock = bind_socket(host, options["port"])
         port = sock.getsockname()[1]
+        ready_line = f"listening on {host}:{port}"
+        if workers > 1:
+            failure = Supervisor(sock, port=port, count=workers, ready_line=ready_line).run()
+            if failure:
+                raise CommandError(failure)
+            return
         set_server_id(f"{socket.gethostname()}:{port}")
-        settings = realtime_settings()
-
-        from project.asgi import application
-
-        config = uvicorn.Config(
-            application,
-            loop="uvloop",
-            http="httptools",
-            ws=RealtimeWebSocketProtocol,
-            ws_max_size=settings.max_message_bytes,
-            ws_ping_interval=settings.heartbeat_interval,
-            ws_ping_timeout=settings.heartbeat_timeout,
-            ws_per_message_deflate=False,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            proxy_headers=True,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_TIMEOUT,
-        )
-        leaked = server_register(server_id())
-        if leaked:
-            logging.getLogger("realtime.server").warning(
-                "closed sessions left open by a previous process", extra={"server": server_id(), "sessions": leaked}
-            )
-        server = ReadyServer(config, f"listening on {host}:{port}")
-        try:
-            server.run(sockets=[sock])
-        finally:
-            server_stopped(server_id())
+        serve_on(sock, ready_line)
