@@ -26,50 +26,70 @@ RESOLUTION = 0.05
 class WheelTimer:
     """A scheduled callback; ``cancel()`` like an asyncio ``TimerHandle``."""
 
-    __slots__ = ("_bucket", "callback")
+    __slots__ = ("_tick", "_wheel", "callback")
 
-    def __init__(self, bucket: set[WheelTimer], callback: Callable[[], object]) -> None:
-        self._bucket: set[WheelTimer] | None = bucket
+    def __init__(self, wheel: TimerWheel, tick: int, callback: Callable[[], object]) -> None:
+        self._wheel: TimerWheel | None = wheel
+        self._tick = tick
         self.callback = callback
 
     def cancel(self) -> None:
-        if self._bucket is not None:
-            self._bucket.discard(self)
-            self._bucket = None
+        if self._wheel is not None:
+            self._wheel._discard(self._tick, self)
+            self._wheel = None
 
     def cancelled(self) -> bool:
-        return self._bucket is None
+        return self._wheel is None
 
 
 class TimerWheel:
     def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float = RESOLUTION) -> None:
         self._loop = loop
         self._resolution = resolution
-        self._buckets: dict[int, set[WheelTimer]] = {}
+        # tick -> (its deadlines, the loop timer that fires them). A tick whose deadlines are
+        # all cancelled is dropped with its loop timer: a closed connection leaves nothing
+        # behind until its (perhaps hour-long) idle deadline would have come.
+        self._buckets: dict[int, tuple[set[WheelTimer], asyncio.TimerHandle]] = {}
 
     def call_at(self, when: float, callback: Callable[[], object]) -> WheelTimer:
         tick = math.ceil(when / self._resolution)
         bucket = self._buckets.get(tick)
         if bucket is None:
-            bucket = self._buckets[tick] = set()
-            self._loop.call_at(tick * self._resolution, self._fire, tick)
-        timer = WheelTimer(bucket, callback)
-        bucket.add(timer)
+            handle = self._loop.call_at(tick * self._resolution, self._fire, tick)
+            bucket = self._buckets[tick] = (set(), handle)
+        timer = WheelTimer(self, tick, callback)
+        bucket[0].add(timer)
         return timer
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> WheelTimer:
         return self.call_at(self._loop.time() + delay, callback)
 
+    def _discard(self, tick: int, timer: WheelTimer) -> None:
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            return
+        timers, handle = bucket
+        timers.discard(timer)
+        if not timers:
+            del self._buckets[tick]
+            handle.cancel()
+
     def _fire(self, tick: int) -> None:
-        for timer in self._buckets.pop(tick, ()):
-            timer._bucket = None
+        bucket = self._buckets.pop(tick, None)
+        for timer in bucket[0] if bucket is not None else ():
+            timer._wheel = None
             try:
                 timer.callback()
             except Exception:  # one connection's failure must not skip the others' deadlines
                 logger.exception("deadline callback failed")
 
     def __len__(self) -> int:
-        return sum(len(bucket) for bucket in self._buckets.values())
+        return sum(len(timers) for timers, _ in self._buckets.values())
+
+    @property
+    def ticks(self) -> int:
+        """Ticks with at least one deadline (each holds one event-loop timer)."""
+        return len(self._buckets)
 
 
 _wheels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerWheel] = weakref.WeakKeyDictionary()

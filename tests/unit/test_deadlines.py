@@ -57,3 +57,15 @@ async def test_a_failing_callback_does_not_skip_the_rest_of_its_tick() -> None:
     wheel.call_later(0.01, lambda: fired.append("after"))
     await asyncio.sleep(0.06)
     assert fired == ["after"]
+
+
+async def test_cancelled_deadlines_leave_no_tick_or_loop_timer_behind() -> None:
+    """Memory growth: a closed connection's far-off deadlines are dropped with their tick at once."""
+    loop = asyncio.get_running_loop()
+    wheel = TimerWheel(loop, resolution=0.05)
+    timers = [wheel.call_later(3600 + i, lambda: None) for i in range(100)]
+    assert wheel.ticks == 100
+    for timer in timers:
+        timer.cancel()
+    assert wheel.ticks == 0
+    assert len(wheel) == 0
