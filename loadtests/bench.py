@@ -155,6 +155,16 @@ PARAM_KEYS = {
 }
 
 
+def setup_params(args: argparse.Namespace) -> dict[str, Any]:
+    """What else tells runs apart (so the summary does not merge them): workers, database kind."""
+    extra: dict[str, Any] = {}
+    if args.workers != 1:
+        extra["workers"] = args.workers
+    if args.database_url:
+        extra["database"] = str(args.database_url).split(":", 1)[0]
+    return extra
+
+
 _tokens: dict[int, str] = {}
 
 
@@ -172,7 +182,7 @@ async def one_run(mode: str, args: argparse.Namespace, server: Server | None, ru
         "target": args.target,
         "run": run,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "params": {key: getattr(a, key) for key in PARAM_KEYS[mode]},
+        "params": {key: getattr(a, key) for key in PARAM_KEYS[mode]} | setup_params(args),
     }
     start_status = proc_status_kb(pid) if pid else {}
     t0 = time.monotonic()

@@ -18,13 +18,14 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+from loadtests.wsclient import InboxReader
 
 FastHandler = Callable[["FastClient", bytes], None]
 
 
-class FastClient(WSListener):
+class FastClient(InboxReader, WSListener):
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
         self.transport: WSTransport | None = None
@@ -32,7 +33,7 @@ class FastClient(WSListener):
         self.inbox: collections.deque[bytes] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self.on_frame: FastHandler | None = None
-        self.close_code: int | None = None
+        self.code: int | None = None
         self.state: Any = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -49,7 +50,7 @@ class FastClient(WSListener):
                 self._wake()
         elif kind is WSMsgType.CLOSE:
             if not transport.is_close_frame_sent:  # the server closed first: record why
-                self.close_code = int(frame.get_close_code().value)
+                self.code = int(frame.get_close_code().value)
                 transport.send_close(frame.get_close_code())
             transport.disconnect()
 
@@ -58,9 +59,9 @@ class FastClient(WSListener):
             self.closed.set_result(None)
         self._wake()
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+    @property
+    def close_code(self) -> int | None:
+        return self.code
 
     @property
     def is_open(self) -> bool:
@@ -69,31 +70,6 @@ class FastClient(WSListener):
     def send(self, text: str | bytes) -> None:
         if self.transport is not None and not self.closed.done():
             self.transport.send(WSMsgType.TEXT, text.encode() if isinstance(text, str) else text)
-
-    def send_json(self, frame: dict[str, Any]) -> None:
-        self.send(orjson.dumps(frame))
-
-    async def recv(self, timeout: float = 10.0) -> bytes:
-        async with asyncio.timeout(timeout):
-            while not self.inbox:
-                if self.closed.done():
-                    raise ConnectionError(f"connection closed ({self.close_code})")
-                self._waiter = asyncio.get_running_loop().create_future()
-                await self._waiter
-        return self.inbox.popleft()
-
-    async def recv_json(self, timeout: float = 10.0) -> dict[str, Any]:
-        value: dict[str, Any] = orjson.loads(await self.recv(timeout))
-        return value
-
-    async def call(self, frame: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-        """Send a frame and return the next ack or error (pushes read meanwhile are dropped)."""
-        self.send_json(frame)
-        async with asyncio.timeout(timeout):
-            while True:
-                reply = await self.recv_json(timeout)
-                if reply.get("event") in ("ack", "error"):
-                    return reply
 
     async def close(self, timeout: float = 5.0) -> None:
         if self.transport is None:
@@ -116,12 +92,6 @@ async def open_fast_client(url: str, token: str | None, *, welcome: bool, timeou
     async with asyncio.timeout(timeout):
         _, client = await ws_connect(FastClient, url, extra_headers=headers, websocket_handshake_timeout=timeout)
         assert isinstance(client, FastClient)
-        try:
-            if welcome:
-                frame = await client.recv_json(timeout)
-                if frame.get("event") != "session.welcome":
-                    raise ConnectionError(f"expected session.welcome, got {frame!r:.200}")
-        except BaseException:
-            client.abort()
-            raise
+        if welcome:
+            await client.read_welcome(timeout)
     return client

@@ -28,7 +28,69 @@ from websockets.uri import parse_uri
 FrameHandler = Callable[["WsClient", bytes], None]
 
 
-class WsClient(asyncio.Protocol):
+class InboxReader:
+    """Reading replies: what ``WsClient`` and the picows ``FastClient`` share.
+
+    The class keeps ``inbox`` (frames not taken by an ``on_frame`` callback), ``closed``,
+    ``close_code`` and ``_waiter``, and implements ``send``.
+    """
+
+    __slots__ = ()
+    inbox: collections.deque[bytes]
+    closed: asyncio.Future[None]
+    _waiter: asyncio.Future[None] | None
+
+    @property
+    def close_code(self) -> int | None:
+        raise NotImplementedError
+
+    def send(self, text: str | bytes) -> None:
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def send_json(self, frame: dict[str, Any]) -> None:
+        self.send(orjson.dumps(frame))
+
+    async def recv(self, timeout: float = 10.0) -> bytes:
+        async with asyncio.timeout(timeout):
+            while not self.inbox:
+                if self.closed.done():
+                    raise ConnectionError(f"connection closed ({self.close_code})")
+                self._waiter = asyncio.get_running_loop().create_future()  # type: ignore[misc]  # a slot of the subclass
+                await self._waiter
+        return self.inbox.popleft()
+
+    async def recv_json(self, timeout: float = 10.0) -> dict[str, Any]:
+        value: dict[str, Any] = orjson.loads(await self.recv(timeout))
+        return value
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    async def read_welcome(self, timeout: float) -> None:
+        """Read the first frame, which must be our server's ``session.welcome``; abort otherwise."""
+        try:
+            frame = await self.recv_json(timeout)
+            if frame.get("event") != "session.welcome":
+                raise ConnectionError(f"expected session.welcome, got {frame!r:.200}")
+        except BaseException:
+            self.abort()
+            raise
+
+    async def call(self, frame: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """Send a frame and return the next ack or error (pushes read meanwhile are dropped)."""
+        self.send_json(frame)
+        async with asyncio.timeout(timeout):
+            while True:
+                reply = await self.recv_json(timeout)
+                if reply.get("event") in ("ack", "error"):
+                    return reply
+
+
+class WsClient(InboxReader, asyncio.Protocol):
     """One connection. Frames go to ``on_frame`` when set, else to an inbox read with ``recv()``."""
 
     __slots__ = (
@@ -113,10 +175,6 @@ class WsClient(asyncio.Protocol):
                 self.inbox.append(data)
                 self._wake()
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
     def _flush(self) -> None:
         if self._buffered or self.transport is None:
             return
@@ -140,9 +198,6 @@ class WsClient(asyncio.Protocol):
         self.conn.send_text(text.encode() if isinstance(text, str) else text)
         self._flush()
 
-    def send_json(self, frame: dict[str, Any]) -> None:
-        self.send(orjson.dumps(frame))
-
     def send_many(self, texts: Iterable[bytes]) -> None:
         buffered, self._buffered = self._buffered, True
         try:
@@ -151,28 +206,6 @@ class WsClient(asyncio.Protocol):
         finally:
             self._buffered = buffered
         self._flush()
-
-    async def recv(self, timeout: float = 10.0) -> bytes:
-        async with asyncio.timeout(timeout):
-            while not self.inbox:
-                if self.closed.done():
-                    raise ConnectionError(f"connection closed ({self.close_code})")
-                self._waiter = asyncio.get_running_loop().create_future()
-                await self._waiter
-        return self.inbox.popleft()
-
-    async def recv_json(self, timeout: float = 10.0) -> dict[str, Any]:
-        value: dict[str, Any] = orjson.loads(await self.recv(timeout))
-        return value
-
-    async def call(self, frame: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-        """Send a frame and return the next ack or error (pushes read meanwhile are dropped)."""
-        self.send_json(frame)
-        async with asyncio.timeout(timeout):
-            while True:
-                reply = await self.recv_json(timeout)
-                if reply.get("event") in ("ack", "error"):
-                    return reply
 
     async def close(self, timeout: float = 5.0) -> None:
         """The closing handshake (1000), bounded; the socket is aborted if the server is slow."""
@@ -200,13 +233,11 @@ async def open_client(url: str, token: str | None, *, welcome: bool, timeout: fl
         _, client = await loop.create_connection(lambda: WsClient(url, headers), uri.host, uri.port)
         try:
             await client.opened
-            if welcome:
-                frame = await client.recv_json(timeout)
-                if frame.get("event") != "session.welcome":
-                    raise ConnectionError(f"expected session.welcome, got {frame!r:.200}")
         except BaseException:
             client.abort()
             raise
+        if welcome:
+            await client.read_welcome(timeout)
     return client
 
 

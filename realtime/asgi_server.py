@@ -1,6 +1,6 @@
 """The production server: uvicorn with websockets' Sans-I/O protocol, closed where the contract needs it.
 
-uvicorn + ``websockets-sansio`` was chosen by measurement (docs/decisions.md). Three
+uvicorn + ``websockets-sansio`` was chosen by measurement (docs/decisions.md). Four
 gaps between it and PROTOCOL.md are closed here, by subclassing rather than by
 touching framing or handshake parsing, which stay in the ``websockets`` library:
 
@@ -19,7 +19,8 @@ can take it and returns False otherwise (then the app awaits the ordinary ``send
 waits for room), with a broadcast framed once for all its subscribers; the receive queue
 and the writable flag allocate nothing while idle; and the handshake's request, response
 and header list are released once the connection is accepted (the app reads headers in
-``connect``, before it accepts).
+``connect``, before it accepts); the keepalive ping waits on the process's timer wheel
+(``deadlines.py``), not on an event-loop timer per connection.
 """
 
 from __future__ import annotations

@@ -18,11 +18,12 @@ pieces on the hot path:
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections import deque
 from typing import Any, Generic, TypeVar
 
 from websockets.frames import Frame, Opcode
+
+from realtime.loop_local import LoopLocal
 
 T = TypeVar("T")
 
@@ -101,14 +102,11 @@ class WriteFlusher:
             transport.flush()
 
 
-_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteFlusher] = weakref.WeakKeyDictionary()
+_flushers: LoopLocal[WriteFlusher] = LoopLocal(WriteFlusher)
 
 
 def flusher_for(loop: asyncio.AbstractEventLoop) -> WriteFlusher:
-    flusher = _flushers.get(loop)
-    if flusher is None:
-        flusher = _flushers[loop] = WriteFlusher(loop)
-    return flusher
+    return _flushers.get(loop)
 
 
 def wire_bytes(text: str) -> bytes:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import weakref
 from collections.abc import Callable
+
+from realtime.loop_local import LoopLocal
 
 logger = logging.getLogger("realtime.deadlines")
 
@@ -92,13 +93,9 @@ class TimerWheel:
         return len(self._buckets)
 
 
-_wheels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerWheel] = weakref.WeakKeyDictionary()
+_wheels: LoopLocal[TimerWheel] = LoopLocal(TimerWheel)
 
 
 def timer_wheel(loop: asyncio.AbstractEventLoop | None = None) -> TimerWheel:
     """The wheel of ``loop`` (default: the running loop)."""
-    loop = loop or asyncio.get_running_loop()
-    wheel = _wheels.get(loop)
-    if wheel is None:
-        wheel = _wheels[loop] = TimerWheel(loop)
-    return wheel
+    return _wheels.get(loop)

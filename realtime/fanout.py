@@ -21,7 +21,6 @@ import itertools
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,6 +33,7 @@ from realtime import metrics
 from realtime.account_watch import AccountWatch
 from realtime.bus import Bus, broker_ping
 from realtime.event_log import CommittedEvent, EventLog, StreamInfo
+from realtime.loop_local import LoopLocal
 from realtime.protocol.envelope import render_push
 from realtime.protocol.streams import StreamName
 
@@ -388,13 +388,9 @@ def _target(user_id: int | None, session_ids: list[str] | None) -> Callable[[Sub
     return None
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+_hubs: LoopLocal[Hub] = LoopLocal(lambda loop: Hub())
 
 
 def get_hub() -> Hub:
     """The hub of the running event loop (one per server process; tests get one per loop)."""
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        hub = _hubs[loop] = Hub()
-    return hub
+    return _hubs.get()

@@ -10,19 +10,19 @@ committed before its welcome is sent, as before.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import uuid
-import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.db import connection, models, transaction
 from django.utils import timezone
 
 from accounts.models import User
 from realtime.db_batch import DbBatcher
+from realtime.loop_local import LoopLocal
 from realtime.models import ConnectionSession
 from realtime.protocol.close_codes import CloseReason
 
@@ -149,8 +149,8 @@ def _close_sessions(requests: list[SessionClose]) -> list[None]:
 
 class SessionLog:
     def __init__(self) -> None:
-        self._opens: DbBatcher[SessionOpen, Opened] = DbBatcher(_open_sessions)
-        self._closes: DbBatcher[SessionClose, None] = DbBatcher(_close_sessions)
+        self._opens: DbBatcher[SessionOpen, Opened] = DbBatcher(database_sync_to_async(_open_sessions))
+        self._closes: DbBatcher[SessionClose, None] = DbBatcher(database_sync_to_async(_close_sessions))
 
     async def open(self, request: SessionOpen) -> Opened:
         return await self._opens.submit(request)
@@ -159,13 +159,9 @@ class SessionLog:
         await self._closes.submit(request)
 
 
-_logs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SessionLog] = weakref.WeakKeyDictionary()
+_logs: LoopLocal[SessionLog] = LoopLocal(lambda loop: SessionLog())
 
 
 def session_log() -> SessionLog:
     """The running loop's session log (futures belong to one loop; tests run several)."""
-    loop = asyncio.get_running_loop()
-    log = _logs.get(loop)
-    if log is None:
-        log = _logs[loop] = SessionLog()
-    return log
+    return _logs.get()

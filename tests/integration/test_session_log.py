@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from accounts.models import User
 from realtime.db_batch import DbBatcher
@@ -80,7 +81,7 @@ async def test_a_failed_batch_fails_each_waiter_and_the_next_batch_still_runs() 
             raise RuntimeError("database gone")
         return [r * 2 for r in requests]
 
-    batcher: DbBatcher[int, int] = DbBatcher(run)
+    batcher: DbBatcher[int, int] = DbBatcher(database_sync_to_async(run))
     results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
     fail = False
