@@ -73,7 +73,6 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
     messages_in = 0
     outbox: Outbox | None = None
     _limiter: RateLimiter | None = None
-    _resume_timer: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Channels' loop also gives every consumer a layer channel and a receive task;
