@@ -138,8 +138,9 @@ def test_now_iso_ms_formats_once_per_millisecond(monkeypatch: pytest.MonkeyPatch
     assert stamp() == "2026-11-24T11:59:02.000Z"
 
 
-def test_room_parsing_is_cached_but_errors_are_not() -> None:
-    """Streams: message.send accepts room:NAME only; a rejected name is rejected every time"""
+def test_stream_parsing_is_cached_but_errors_are_not() -> None:
+    """Streams: message.send accepts room:NAME only; parsed names are cached in
+    StreamName.parse and a rejected name is rejected every time"""
     first = _room("room:lobby")
     assert first.kind is StreamKind.ROOM
     assert str(first) == "room:lobby"
