@@ -8,6 +8,7 @@ and stores it as ``settings.REALTIME``; everything else reads it through
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -51,6 +52,17 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
 
 
+_RATE = re.compile(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)")
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    """A DRF throttle rate: requests per second, minute, hour or day (``10/min``)."""
+    raw = env.get(name, "").strip() or default
+    if not _RATE.fullmatch(raw):
+        raise SettingsError(f"{name}={raw!r}: expected requests per period, like 10/min (s, min, hour, day)")
+    return raw
+
+
 def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = env.get(name)
     if raw is None:
@@ -79,13 +91,27 @@ class RealtimeSettings:
     retention_hours: float = 24.0
     server_heartbeat_interval: float = 10.0
     metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    # Login attempts (POST /api/auth/token/) per username and per client address.
+    login_rate: str = "10/min"
+    login_address_rate: str = "30/min"
+    # Issue 14: how long the core Redis layer keeps a group member that is not refreshed.
+    group_expiry: int = 86400
+    # Section 11 limits: what one connection or one account may hold.
+    max_subscriptions: int = 1000
+    max_connections_per_user: int = 100
+    max_reply_bytes: int = 1_048_576  # defaults to max_message_bytes
+    # Issue 13: the server alone must not fall over (docs/protocol.md, "HTTP limits").
+    max_connections: int = 0  # 0: the open-file limit less a reserve (serve decides)
+    http_header_timeout: float = 10.0
+    max_request_body_bytes: int = 1_048_576  # defaults to max_message_bytes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RealtimeSettings:
+        max_message_bytes = _integer(env, "REALTIME_MAX_MESSAGE_BYTES", 1_048_576, minimum=64)
         return cls(
             allowed_origins=_origins(env),
             idle_timeout=_number(env, "REALTIME_IDLE_TIMEOUT", 300.0, minimum=0.001),
-            max_message_bytes=_integer(env, "REALTIME_MAX_MESSAGE_BYTES", 1_048_576, minimum=64),
+            max_message_bytes=max_message_bytes,
             rate_limit=_number(env, "REALTIME_RATE_LIMIT", 200.0, minimum=0),
             send_queue=_integer(env, "REALTIME_SEND_QUEUE", 1000, minimum=1),
             send_queue_bytes=_integer(env, "REALTIME_SEND_QUEUE_BYTES", 4_194_304, minimum=1024),
@@ -96,6 +122,15 @@ class RealtimeSettings:
             retention_hours=_number(env, "REALTIME_RETENTION_HOURS", 24.0, minimum=0.001),
             server_heartbeat_interval=_number(env, "REALTIME_SERVER_HEARTBEAT_INTERVAL", 10.0, minimum=0.1),
             metrics_allow=_networks(env, "REALTIME_METRICS_ALLOW", ("127.0.0.1/32", "::1/128")),
+            login_rate=_rate(env, "REALTIME_LOGIN_RATE", "10/min"),
+            login_address_rate=_rate(env, "REALTIME_LOGIN_ADDRESS_RATE", "30/min"),
+            group_expiry=_integer(env, "REALTIME_GROUP_EXPIRY", 86400, minimum=4),
+            max_subscriptions=_integer(env, "REALTIME_MAX_SUBSCRIPTIONS", 1000, minimum=1),
+            max_connections_per_user=_integer(env, "REALTIME_MAX_CONNECTIONS_PER_USER", 100, minimum=1),
+            max_reply_bytes=_integer(env, "REALTIME_MAX_REPLY_BYTES", max_message_bytes, minimum=1024),
+            max_connections=_integer(env, "REALTIME_MAX_CONNECTIONS", 0, minimum=0),
+            http_header_timeout=_number(env, "REALTIME_HTTP_HEADER_TIMEOUT", 10.0, minimum=0.1),
+            max_request_body_bytes=_integer(env, "REALTIME_MAX_REQUEST_BODY_BYTES", max_message_bytes, minimum=0),
         )
 
     def origin_allowed(self, origin: str) -> bool:
