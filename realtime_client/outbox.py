@@ -63,7 +63,12 @@ class Outbox(FrameRouter):
         if self._state is State.CLOSED:
             raise self.close_error or ClientClosed()
         self._start()
-        call_id = call_id or self._ids()
+        if call_id is None:
+            # An id the application chose may equal a generated one (same prefix): skip it,
+            # or a resume's internal call would fail the whole connection.
+            call_id = self._ids()
+            while call_id in self._calls:
+                call_id = self._ids()
         frame = json.dumps({"event": event, "id": call_id, "data": data}, separators=(",", ":"), ensure_ascii=False)
         size = len(frame.encode())
         if self.max_message_bytes is not None and size > self.max_message_bytes:

@@ -170,3 +170,20 @@ async def test_close_fails_pending_calls(fake: FakeServer) -> None:
     with pytest.raises(ClientClosed) as info:
         await task
     assert info.value.code == "closed"
+
+
+async def test_a_generated_id_skips_an_id_the_application_chose(fake: FakeServer) -> None:
+    """Found by the chaos soak: an application id equal to the next generated one (same prefix)
+    made the resume's internal subscribe raise inside the connection task, killing the client."""
+    async with RealtimeClient("ws://fake/ws/", token="t", id_prefix="app") as client:
+        ws = await fake.connection(1)
+        mine = asyncio.create_task(client.call("echo", {}, id="app-1"))
+        sub_task = asyncio.create_task(client.subscribe("room:a"))
+        first, second = await ws.next_sent(1), await ws.next_sent(2)
+        assert {first["id"], second["id"]} == {"app-1", "app-2"}
+        subscribe = first if first["event"] == "stream.subscribe" else second
+        ws.ack(subscribe, {"stream": "room:a", "offset": 0, "epoch": "e", "recovered": True})
+        echo = second if subscribe is first else first
+        ws.ack(echo, {})
+        assert await mine == {}
+        await sub_task
