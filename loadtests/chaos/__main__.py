@@ -1,0 +1,5 @@
+import sys
+
+from loadtests.chaos.run import main
+
+sys.exit(main())
