@@ -17,15 +17,13 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.e2e.helpers import PYTHON, REPO, ServerProcess, base_env
+from tests.e2e.postgres_server import PostgresServer
 from tests.e2e.redis_server import RedisServer, free_port
 from tests.fault_proxy import FaultProxy
 
@@ -41,65 +39,6 @@ for i in range(%(users)d):
     out[user.username] = {"id": user.pk, "token": str(AccessToken.for_user(user))}
 print("USERS=" + json.dumps(out))
 """
-
-
-def _pg_bin() -> Path:
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (candidate / "initdb").exists():
-            return candidate
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    raise RuntimeError("PostgreSQL is not installed (scripts/services.sh installs it)")
-
-
-@dataclass
-class PostgresServer:
-    """A throwaway PostgreSQL cluster (PostgreSQL refuses to run as root: it runs as ``postgres``)."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    restarts: int = 0
-
-    def _run(self, *argv: str) -> None:
-        runas = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
-        subprocess.run([*runas, *argv], check=True, capture_output=True, timeout=120)
-
-    @property
-    def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _options(self) -> str:
-        return f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
-
-    def start(self) -> PostgresServer:
-        if os.getuid() == 0:
-            if subprocess.run(["id", "postgres"], check=False, capture_output=True).returncode != 0:
-                subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
-            shutil.chown(self.workdir, "postgres")
-        bin_dir = _pg_bin()
-        self._run(
-            str(bin_dir / "initdb"), "-D", str(self.workdir / "pg"), "-U", "postgres", "--auth=trust", "-E", "UTF8"
-        )
-        pg_log = str(self.workdir / "pg.log")
-        self._run(
-            str(bin_dir / "pg_ctl"), "-D", str(self.workdir / "pg"), "-l", pg_log, "-w", "-o", self._options(), "start"
-        )
-        return self
-
-    def restart(self) -> None:
-        """Crash and recover: an immediate stop (no checkpoint) and a start, as a host failure."""
-        self.restarts += 1
-        bin_dir = _pg_bin()
-        self._run(str(bin_dir / "pg_ctl"), "-D", str(self.workdir / "pg"), "-m", "immediate", "-w", "stop")
-        pg_log = str(self.workdir / "pg.log")
-        self._run(
-            str(bin_dir / "pg_ctl"), "-D", str(self.workdir / "pg"), "-l", pg_log, "-w", "-o", self._options(), "start"
-        )
-
-    def stop(self) -> None:
-        with contextlib.suppress(subprocess.SubprocessError, OSError):
-            self._run(str(_pg_bin() / "pg_ctl"), "-D", str(self.workdir / "pg"), "-m", "immediate", "-w", "stop")
 
 
 @dataclass
@@ -182,14 +121,3 @@ class Cluster:
                 await asyncio.to_thread(server.process.stop)
         self.redis.kill()
         self.postgres.stop()
-
-
-@contextlib.contextmanager
-def scratch_dir(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="realtime-chaos-"))
-    os.chmod(path, 0o755)  # noqa: S103 - PostgreSQL runs as another user and must enter it
-    try:
-        yield path
-    finally:
-        if not keep:
-            shutil.rmtree(path, ignore_errors=True)

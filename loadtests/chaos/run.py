@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from loadtests.chaos.checker import LoggedEvent, check
 from loadtests.chaos.clients import ClientSpec, LibraryClient, RawClient, Tally
-from loadtests.chaos.cluster import Cluster, scratch_dir
+from loadtests.chaos.cluster import Cluster
 from loadtests.chaos.faults import FAULTS
 from tests.e2e.helpers import db_query
+from tests.e2e.postgres_server import private_directory
 
 SERVER_SETTINGS = {
     "REALTIME_HEARTBEAT_INTERVAL": "2",
@@ -198,7 +202,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, str | None]:
 
 
 async def _run(options: Options) -> dict[str, Any]:
-    with scratch_dir(options.keep) as workdir:
+    with contextlib.ExitStack() as stack:
+        workdir = (
+            Path(tempfile.mkdtemp(prefix="realtime-chaos-"))
+            if options.keep
+            else stack.enter_context(private_directory("realtime-chaos-"))
+        )
+        workdir.chmod(0o755)
         print(f"chaos: seed {options.seed}, scratch {workdir}", file=sys.stderr, flush=True)
         cluster = await asyncio.to_thread(Cluster.create, workdir, users=options.users, settings=SERVER_SETTINGS)
         try:
