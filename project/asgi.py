@@ -1,4 +1,4 @@
-"""ASGI entry point: Django for HTTP; origin check, JWT auth and the realtime consumer for WebSocket."""
+"""ASGI entry point: Django for HTTP, bodies bounded first; origin check, JWT auth and the consumer for WebSocket."""
 
 import os
 
@@ -11,12 +11,14 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from accounts.middleware import JwtAuthMiddleware  # noqa: E402
+from realtime.conf import realtime_settings  # noqa: E402
+from realtime.http_limits import BodyLimitMiddleware  # noqa: E402
 from realtime.origin import OriginGuard  # noqa: E402
 from realtime.routing import websocket_router  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodyLimitMiddleware(django_asgi_app, realtime_settings().max_request_body_bytes),
         "websocket": OriginGuard(JwtAuthMiddleware(websocket_router)),
     }
 )

@@ -11,6 +11,18 @@ touching framing or handshake parsing, which stay in the ``websockets`` library:
 - invalid UTF-8 in a text frame closes with 1007 and one warning line, not a traceback
   per message (a client could otherwise flood the log).
 
+And three that let one client grow the server or lose its close frame (issues 13, 14, 20):
+
+- transport pings count against ``REALTIME_RATE_LIMIT`` (a bucket of their own, made on the
+  first ping) and a flood ends in 4429 ``rate_limited``; while the transport's writes are
+  paused nothing is read, so pongs for a client that does not read cannot pile up;
+- a failed connection (1009, 1007, 1002, 4429) writes its close frame, shuts the write
+  side and reads and drops input until the client closes or ``close_timeout`` passes, as
+  the ``websockets`` library's own server does (closing at once with unread input makes
+  the kernel reset the connection and drop the close frame);
+- a close handshake that times out aborts the connection: a peer that stopped reading is
+  not left holding it half-closed behind an unsent buffer.
+
 For speed and memory (``connection_io.py`` has the pieces): writes are coalesced per
 event-loop iteration into one system call per connection; the app is offered the ASGI
 scope extension ``realtime.send_now`` (docs/protocol.md, "Server extension"), a
@@ -42,6 +54,7 @@ from websockets.server import ServerProtocol
 
 from realtime.connection_io import CoalescingTransport, Gate, MessageQueue, flusher_for, wire_bytes, wire_cache
 from realtime.deadlines import timer_wheel
+from realtime.flow_control import RateLimiter, RateVerdict
 from realtime.protocol.close_codes import CloseCode, CloseReason
 
 logger = logging.getLogger("realtime.server")
@@ -76,6 +89,8 @@ websockets_sansio_impl.ServerProtocol = ContractServerProtocol  # type: ignore[a
 
 
 class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
+    ping_rate = 0.0  # pings/s per connection (REALTIME_RATE_LIMIT; 0: not limited); set by serve
+
     def __init__(
         self,
         config: Config,
@@ -87,6 +102,7 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.write_paused = False  # mirrors ``writable``, read on every direct send
         self.queue = MessageQueue()  # type: ignore[assignment]
         self.writable = Gate()  # type: ignore[assignment]
+        self.ping_limiter: RateLimiter | None = None
         assert isinstance(self.conn, ContractServerProtocol)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,10 +136,74 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
     def pause_writing(self) -> None:
         self.write_paused = True
         super().pause_writing()
+        # What a client sends may need an answer (a pong, a reply): stop taking it in
+        # while the answers cannot leave. ``read_paused`` stays the app queue's own flag.
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         super().resume_writing()
+        if not self.read_paused and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    async def receive(self) -> Any:
+        # uvicorn's own, except that reading stays paused while writes are.
+        message = await self.queue.get()
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            if not self.write_paused:
+                self.transport.resume_reading()
+        return message
+
+    def handle_ping(self) -> None:
+        if self.close_sent:
+            return  # the rest of a flood, parsed in the same read as the ping that ended it
+        if self.ping_rate > 0:
+            now = self.loop.time()
+            if self.ping_limiter is None:
+                self.ping_limiter = RateLimiter(self.ping_rate, now)
+            if self.ping_limiter.take(now) is RateVerdict.CLOSE:
+                logger.warning("closing a client flooding pings", extra={"event": "rate_limited"})
+                self.conn.fail(int(CloseCode.RATE_LIMITED), CloseReason.RATE_LIMITED.value)
+                self.handle_parser_exception()
+                return
+        super().handle_ping()
+
+    def handle_parser_exception(self) -> None:
+        # uvicorn's closes TCP at once; see the module docstring.
+        if self.close_sent:
+            return
+        close = self.conn.close_sent
+        code, reason = (close.code, close.reason) if close is not None else (int(WsCloseCode.ABNORMAL_CLOSURE), "")
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.close_sent = True
+        self.stop_keepalive()
+        transport = self.transport
+        output = self.conn.data_to_send()
+        transport.write(b"".join(output))
+        if isinstance(transport, CoalescingTransport):
+            transport.flush()
+        if not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
+        self.read_paused = False
+        if not transport.is_closing():
+            transport.resume_reading()  # to see the client's close (or EOF); input is dropped
+        self.close_timer = self.loop.call_later(self.close_timeout, transport.abort)
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        if self.close_sent and self.close_timer is None:
+            # uvicorn closes gracefully: a peer that neither answers nor reads would keep it.
+            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message.get("type") == "websocket.close" and self.close_timer is not None:
+            # uvicorn's timer closes gracefully, which waits for the write buffer to drain:
+            # forever, for a peer that stopped reading.
+            self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
 
     def send_now(self, text: str) -> bool:
         """Write a text frame now if the connection is open and the transport has room."""

@@ -130,7 +130,7 @@ class RealtimeSettings:
             max_reply_bytes=_integer(env, "REALTIME_MAX_REPLY_BYTES", max_message_bytes, minimum=1024),
             max_connections=_integer(env, "REALTIME_MAX_CONNECTIONS", 0, minimum=0),
             http_header_timeout=_number(env, "REALTIME_HTTP_HEADER_TIMEOUT", 10.0, minimum=0.1),
-            max_request_body_bytes=_integer(env, "REALTIME_MAX_REQUEST_BODY_BYTES", max_message_bytes, minimum=0),
+            max_request_body_bytes=_integer(env, "REALTIME_MAX_REQUEST_BODY_BYTES", max_message_bytes, minimum=1024),
         )
 
     def origin_allowed(self, origin: str) -> bool:

@@ -28,36 +28,81 @@ _STANDARD_ATTRS = frozenset(
     | {"message", "asctime", "taskName", "color_message"}  # uvicorn's ANSI-coloured duplicate
 )
 
-# ``token=...`` in query strings and ``Bearer ...`` in headers: the only places a
-# client puts a credential; redacting both keeps access logs and errors safe.
+# ``token=...`` in query strings, ``Bearer ...`` in headers, the token fields of JSON
+# bodies, and any bare JWT (its header segment is base64url JSON, so it starts ``eyJ``):
+# a token that reached a log line in some other shape (a URL path, a repr) is still a JWT.
 _TOKEN_PATTERNS = (
-    re.compile(r"(?i)(\btoken=)[^&\s\"']+"),
-    re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"(?i)(\"(?:access|refresh|token)\"\s*:\s*\")[^\"]+"),
+    (re.compile(r"(?i)(\btoken=)[^&\s\"']+"), r"\1[redacted]"),
+    (re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)(\"(?:access|refresh|token)\"\s*:\s*\")[^\"]+"), r"\1[redacted]"),
+    (re.compile(r"eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){1,2}"), "[redacted-jwt]"),
 )
 
 
-# One search rules out nearly every line before the three substitutions run.
-_MAY_HOLD_TOKEN = re.compile(r"(?i)token|bearer|access|refresh")
+# One search rules out nearly every line before the substitutions run.
+_MAY_HOLD_TOKEN = re.compile(r"(?i)token|bearer|access|refresh|eyJ")
+
+# Extras nested deeper than this are logged as their redacted ``str``.
+_SCRUB_DEPTH = 4
 
 
 def redact(text: str) -> str:
     if _MAY_HOLD_TOKEN.search(text) is None:
         return text
-    for pattern in _TOKEN_PATTERNS:
-        text = pattern.sub(r"\1[redacted]", text)
+    for pattern, replacement in _TOKEN_PATTERNS:
+        text = pattern.sub(replacement, text)
     return text
 
 
+def _scrub(value: Any, depth: int = 0) -> Any:
+    """``value`` with every string in it redacted; objects become their redacted ``str``.
+
+    An object's ``str`` is what a formatter would print (the JSON one uses ``default=str``),
+    and it may hold a token: Django's ``request`` extra prints its path with the query.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if depth < _SCRUB_DEPTH:
+        if isinstance(value, dict):
+            return {redact(str(k)): _scrub(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [_scrub(v, depth + 1) for v in value]
+    try:
+        return redact(str(value))
+    except Exception:  # a broken __str__ must not lose the line, nor print a repr
+        return f"<unprintable {type(value).__name__}>"
+
+
 class RedactTokensFilter(logging.Filter):
-    """Rewrites the formatted message so no handler ever sees a token."""
+    """Rewrites every field of a record so that no handler, whatever its format, sees a token:
+    the message and its arguments, every ``extra``, the traceback and the stack."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # bad arguments: logging would print them raw in its error report
+            message = f"{record.msg!s} {record.args!r}"
         cleaned = redact(message)
-        if cleaned != message:
+        if cleaned != message or not isinstance(record.msg, str):
             record.msg, record.args = cleaned, None
+            if hasattr(record, "color_message"):
+                record.color_message = cleaned  # uvicorn's coloured copy of the message
+        fields = record.__dict__
+        for key in [key for key in fields if key not in _STANDARD_ATTRS and not key.startswith("_")]:
+            fields[key] = _scrub(fields[key])
+        if record.exc_info and not record.exc_text:
+            # Formatters print ``exc_text`` when it is set; fill it in, redacted.
+            record.exc_text = _EXC_FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+_EXC_FORMATTER = logging.Formatter()
 
 
 class JsonFormatter(logging.Formatter):
@@ -71,8 +116,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value
-        if record.exc_info:
-            entry["exc"] = redact(self.formatException(record.exc_info))
+        if record.exc_info or record.exc_text:
+            entry["exc"] = redact(record.exc_text or self.formatException(record.exc_info))  # type: ignore[arg-type]
+        if record.stack_info:
+            entry["stack"] = redact(record.stack_info)
         return orjson.dumps(entry, default=str).decode()
 
 

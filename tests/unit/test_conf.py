@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from realtime.conf import DEFAULT_ALLOWED_ORIGINS, RealtimeSettings, SettingsError
@@ -16,6 +18,7 @@ NUMERIC_VARS = [
     "REALTIME_HEARTBEAT_TIMEOUT",
     "JWT_ACCESS_TTL",
 ]
+DERIVED_FROM_MAX_MESSAGE = ("max_reply_bytes", "max_request_body_bytes")
 INTEGER_VARS = ["REALTIME_MAX_MESSAGE_BYTES", "REALTIME_SEND_QUEUE", "REALTIME_SEND_QUEUE_BYTES", "JWT_ACCESS_TTL"]
 POSITIVE_VARS = [
     "REALTIME_IDLE_TIMEOUT",
@@ -75,8 +78,35 @@ def test_values_are_read_from_env(name, raw, attr, value):
     """Operating: configuration is by environment variable"""
     settings = RealtimeSettings.from_env({name: raw})
     assert getattr(settings, attr) == value
-    # the other settings keep their defaults
-    assert RealtimeSettings.from_env({name: raw}).__class__(**{attr: value}) == settings
+    # the other settings keep their defaults (the byte budgets derived from the message size follow it)
+    expected = RealtimeSettings(**{attr: value})
+    if attr == "max_message_bytes":
+        expected = dataclasses.replace(expected, **dict.fromkeys(DERIVED_FROM_MAX_MESSAGE, value))
+    assert settings == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "attr", "default"),
+    [
+        ("REALTIME_MAX_SUBSCRIPTIONS", "max_subscriptions", 1000),
+        ("REALTIME_MAX_CONNECTIONS_PER_USER", "max_connections_per_user", 100),
+        ("REALTIME_MAX_REPLY_BYTES", "max_reply_bytes", 1_048_576),
+        ("REALTIME_MAX_REQUEST_BODY_BYTES", "max_request_body_bytes", 1_048_576),
+    ],
+)
+def test_section_11_limits_are_read_from_env_and_refuse_nonsense(name, attr, default):
+    """Security: every limit of section 11 is a setting with the documented default"""
+    assert getattr(RealtimeSettings.from_env({}), attr) == default
+    assert getattr(RealtimeSettings.from_env({name: "4096"}), attr) == 4096
+    for bad in ("0", "-1", "lots"):
+        with pytest.raises(SettingsError, match=name):
+            RealtimeSettings.from_env({name: bad})
+
+
+def test_byte_budgets_follow_the_message_size_unless_set():
+    """Security: reply and body budgets default to REALTIME_MAX_MESSAGE_BYTES"""
+    settings = RealtimeSettings.from_env({"REALTIME_MAX_MESSAGE_BYTES": "65536", "REALTIME_MAX_REPLY_BYTES": "8192"})
+    assert (settings.max_reply_bytes, settings.max_request_body_bytes) == (8192, 65536)
 
 
 @pytest.mark.parametrize("name", INTEGER_VARS)

@@ -192,3 +192,57 @@ def test_connection_log_merges_call_extra_over_bound_extra():
     assert kwargs["extra"] == {"conn": "c-1", "event": "connect", "seq": 1}
     # the bound extra is not modified by a call
     assert log.extra == {"conn": "c-1", "event": "bound"}
+
+
+class _RequestLike:
+    """Stands in for Django's request extra: its str() holds the path with the query string."""
+
+    def __str__(self) -> str:
+        return f"<ASGIRequest: GET '/ws/?token={OPAQUE}'>"
+
+
+def test_bare_jwt_is_redacted_wherever_it_appears():
+    """Issue 13: a JWT outside token=/Bearer/JSON fields (a URL path, a repr) is still redacted"""
+    cleaned = redact(f"Not Found: /no-such-page/{JWT}/ and '{JWT[:40]}.x'")
+    assert "eyJ" not in cleaned
+    assert cleaned.count("[redacted-jwt]") == 2
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_filter_redacts_every_field_of_every_record(fmt):
+    """Issue 13: message, args, extras (objects, nested containers), traceback and stack, both formats"""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactTokensFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(message)s %(request)s %(nested)s"))
+    logger = logging.getLogger(f"tests.unit.test_log.every_field.{fmt}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError(f"bad {JWT}")
+        except ValueError:
+            logger.warning(
+                "Upgrade Required: %s",
+                f"/ws/?token={OPAQUE}",
+                exc_info=True,
+                stack_info=True,
+                extra={"request": _RequestLike(), "nested": {"h": [("authorization", f"Bearer {OPAQUE}")], "n": 3}},
+            )
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert OPAQUE not in out
+    assert "eyJ" not in out
+    assert "ValueError" in out
+    if fmt == "json":
+        entry = json.loads(out.splitlines()[0])
+        assert entry["request"] == "<ASGIRequest: GET '/ws/?token=[redacted]'>"
+        assert entry["nested"] == {"h": [["authorization", "Bearer [redacted]"]], "n": 3}
+
+
+def test_filter_survives_bad_format_arguments_without_printing_them():
+    """Issue 13: a record whose args do not fit its format still has its token redacted"""
+    record = make_record("two %s %s", f"token={OPAQUE}")
+    assert RedactTokensFilter().filter(record) is True
+    assert OPAQUE not in record.getMessage()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import resource
 import signal
 import socket
 import sys
@@ -28,11 +30,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from realtime.asgi_server import RealtimeWebSocketProtocol
 from realtime.conf import realtime_settings, server_id, set_server_id
+from realtime.http_server import LimitedHttpProtocol
 from realtime.server_registry import heartbeat_forever, server_register, server_stopped
 from realtime.workers import STOP_SIGNALS, Supervisor
 
 # Seconds that shutdown waits for connections and handlers before cancelling them.
 GRACEFUL_SHUTDOWN_TIMEOUT = 10
+
+# File descriptors kept free of client connections when the connection limit is derived from
+# the open-file limit: the database, the broker, log and metrics files, accept() itself.
+RESERVED_FDS = 128
 
 NEEDS_BROKER = (
     "--workers {n} needs REDIS_URL: worker processes share streams only through the Redis "
@@ -40,6 +47,25 @@ NEEDS_BROKER = (
     "on one worker would never see what is published on another). Set REDIS_URL, or run "
     "with --workers 1."
 )
+
+
+def connection_limit(configured: int) -> int:
+    """``configured`` (REALTIME_MAX_CONNECTIONS or ``--limit-connections``), else what the
+    process's open-file limit allows: past it accept() fails and nothing is answered at all."""
+    if configured > 0:
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(1, soft - RESERVED_FDS)
+
+
+def http_protocol(max_connections: int, header_timeout: float) -> type[LimitedHttpProtocol]:
+    return type(
+        "ServeHttpProtocol",
+        (LimitedHttpProtocol,),
+        {"max_connections": max_connections, "header_timeout": header_timeout},
+    )
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -78,6 +104,13 @@ class ReadyServer(uvicorn.Server):
             if self.on_ready is not None and not self.should_exit:
                 self.on_ready()
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets=sockets)
+        from realtime.fanout import get_hub
+
+        # After the handlers: what they committed is handed to the broker before the loop ends.
+        await get_hub().close()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         # uvicorn re-raises the stop signal after its graceful shutdown, so the process
@@ -94,6 +127,7 @@ def serve_on(
     ready_line: str | None,
     on_ready: Callable[[], None] | None = None,
     early_signals: list[int] | None = None,
+    max_connections: int | None = None,
 ) -> None:
     """Register as ``server_id()``, serve on the bound ``sock`` until stopped, mark the registration stopped.
 
@@ -107,8 +141,11 @@ def serve_on(
     config = uvicorn.Config(
         application,
         loop="uvloop",
-        http="httptools",
-        ws=RealtimeWebSocketProtocol,
+        http=http_protocol(
+            connection_limit(realtime.max_connections if max_connections is None else max_connections),
+            realtime.http_header_timeout,
+        ),
+        ws=type("ServeWebSocketProtocol", (RealtimeWebSocketProtocol,), {"ping_rate": realtime.rate_limit}),
         ws_max_size=realtime.max_message_bytes,
         ws_ping_interval=realtime.heartbeat_interval,
         ws_ping_timeout=realtime.heartbeat_timeout,
@@ -144,6 +181,14 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
         parser.add_argument(
+            "--limit-connections",
+            type=int,
+            default=None,
+            metavar="N",
+            help="open connections (HTTP and WebSocket) per process; the next one gets 503 "
+            "(default REALTIME_MAX_CONNECTIONS, else the open-file limit less a reserve)",
+        )
+        parser.add_argument(
             "--workers",
             type=int,
             default=1,
@@ -158,6 +203,11 @@ class Command(BaseCommand):
             raise CommandError(f"--workers {workers}: must be at least 1")
         if workers > 1 and not settings.REDIS_URL:
             raise CommandError(NEEDS_BROKER.format(n=workers))
+        limit: int | None = options["limit_connections"]
+        if limit is not None:
+            if limit < 1:
+                raise CommandError(f"--limit-connections {limit}: must be at least 1")
+            os.environ["REALTIME_MAX_CONNECTIONS"] = str(limit)  # worker processes read it
         sock = bind_socket(host, options["port"])
         port = sock.getsockname()[1]
         ready_line = f"listening on {host}:{port}"
@@ -167,4 +217,4 @@ class Command(BaseCommand):
                 raise CommandError(failure)
             return
         set_server_id(f"{socket.gethostname()}:{port}")
-        serve_on(sock, ready_line)
+        serve_on(sock, ready_line, max_connections=limit)
