@@ -6,6 +6,13 @@ when a send or a receive fails the bus reports itself unhealthy, keeps every com
 event in the database, and retries with capped exponential backoff; when the broker
 answers again it re-joins every group (a restarted Redis has forgotten them) and
 reports itself healthy, and the hub catches every stream up from the log.
+
+Group memberships are kept for as long as the process runs: the core layer forgets a
+member ``group_expiry`` after it joined, so the bus re-joins every group each quarter of
+that (a crashed process's channel still leaves its groups by itself). Joins and leaves of
+one group are serialized, so a re-subscribe's join never loses to the earlier leave.
+Broker errors (:data:`BROKER_ERRORS`) mark the bus unhealthy; anything else is a bug,
+logged with its traceback.
 """
 
 from __future__ import annotations
@@ -16,8 +23,12 @@ import logging
 import random
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
+
+from channels.exceptions import ChannelFull
+from redis.exceptions import RedisError
 
 logger = logging.getLogger("realtime.bus")
 
@@ -30,6 +41,15 @@ HEALTH_INTERVAL = 1.0
 
 Ping = Callable[[], Awaitable[Any]]
 
+# What a broker that is down, slow or full raises; everything else is a bug in our code.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError, ChannelFull)
+
+
+@dataclass(slots=True)
+class _GroupLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
 
 class Bus:
     def __init__(
@@ -39,8 +59,13 @@ class Bus:
         on_health: Callable[[bool], None],
         ping: Ping | None = None,
         layer_factory: Callable[[], Any] | None = None,
+        refresh_interval: float | None = None,
     ) -> None:
         self.layer = layer
+        self._refresh_interval = refresh_interval
+        self._refresher: asyncio.Task[None] | None = None
+        self._locks: dict[str, _GroupLock] = {}
+        self._channel_lock = asyncio.Lock()
         self._layer_factory = layer_factory
         self._ping = ping
         self._watchdog: asyncio.Task[None] | None = None
@@ -55,26 +80,79 @@ class Bus:
         self._recovery: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    @contextlib.asynccontextmanager
+    async def _serialized(self, group: str) -> AsyncIterator[None]:
+        """One membership change of ``group`` at a time, in the order they were asked for."""
+        entry = self._locks.get(group)
+        if entry is None:
+            entry = self._locks[group] = _GroupLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._locks[group]
+
+    async def _ensure_channel(self) -> str:
+        async with self._channel_lock:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel("hub.")
+            return self.channel
+
     async def join(self, group: str) -> None:
         self.groups.add(group)
         if not self.healthy:
             return  # recovery re-joins every group
         try:
-            if self.channel is None:
-                self.channel = await self.layer.new_channel("hub.")
-            await self.layer.group_add(group, self.channel)
+            channel = await self._ensure_channel()
+            async with self._serialized(group):
+                if group in self.groups and self.healthy and channel == self.channel:
+                    await self.layer.group_add(group, channel)
+        except BROKER_ERRORS:
+            self._fail("group_add")
+            return
         except Exception:
+            logger.exception("unexpected error joining a bus group", extra={"group": group})
             self._fail("group_add")
             return
         if self._reader is None:
             self._reader = asyncio.ensure_future(self._read())
         if self._watchdog is None and self._ping is not None:
             self._watchdog = asyncio.ensure_future(self._watch())
+        if self._refresher is None and self._refresh_interval is not None:
+            self._refresher = asyncio.ensure_future(self._refresh(self._refresh_interval))
 
     def leave(self, group: str) -> None:
         self.groups.discard(group)
         if self.healthy and self.channel is not None:
-            self._spawn(self._quietly(self.layer.group_discard(group, self.channel)))
+            self._spawn(self._discard(group, self.channel))
+
+    async def _discard(self, group: str, channel: str) -> None:
+        async with self._serialized(group):
+            # Joined again meanwhile (a re-subscribe): the membership stays.
+            if group in self.groups or channel != self.channel:
+                return
+            await self._quietly(self.layer.group_discard(group, channel))
+
+    async def _refresh(self, interval: float) -> None:
+        """Re-join every group, so the layer's ``group_expiry`` never drops a live member."""
+        while True:
+            await asyncio.sleep(interval)
+            if not self.healthy or self.channel is None:
+                continue  # recovery re-joins every group
+            channel = self.channel
+            for group in list(self.groups):
+                try:
+                    async with self._serialized(group):
+                        if group in self.groups and channel == self.channel:
+                            await asyncio.wait_for(self.layer.group_add(group, channel), PROBE_TIMEOUT)
+                except BROKER_ERRORS:
+                    self._fail("group_refresh")
+                    break
+                except Exception:
+                    logger.exception("unexpected error refreshing a bus group", extra={"group": group})
 
     def send(self, group: str, message: dict[str, Any]) -> None:
         """Queue a message for the group; one sender task keeps this process's messages in order
@@ -92,11 +170,27 @@ class Bus:
                 group, message = self._outgoing.popleft()
                 try:
                     await self.layer.group_send(group, message)
-                except Exception:
+                except BROKER_ERRORS:
                     self._outgoing.clear()  # committed events: other processes read them from the log
                     self._fail("group_send")
+                except Exception:
+                    # Not the broker: this one message is dropped (its event is in the log), the rest go.
+                    logger.exception("unexpected error sending on the bus", extra={"group": group})
         finally:
             self._sender = None
+
+    async def flush(self, within: float) -> bool:
+        """Wait (at most ``within`` s) until every queued message is handed to the broker: at
+        shutdown, so events committed before exit reach other processes at once."""
+        sender = self._sender
+        if sender is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(sender), within)
+        except TimeoutError:
+            logger.warning("bus not flushed", extra={"event": "bus_flush_timeout", "queued": len(self._outgoing)})
+            return False
+        return not self._outgoing
 
     async def _read(self) -> None:
         assert self.channel is not None
@@ -109,7 +203,11 @@ class Bus:
                     logger.exception("bus message handler failed", extra={"type": message.get("type")})
         except asyncio.CancelledError:
             raise
+        except BROKER_ERRORS:
+            self._reader = None
+            self._fail("receive")
         except Exception:
+            logger.exception("unexpected error reading the bus")
             self._reader = None
             self._fail("receive")
 
@@ -121,9 +219,10 @@ class Bus:
                 continue  # recovery probes on its own schedule
             try:
                 await asyncio.wait_for(self._ping(), PROBE_TIMEOUT)
-            except asyncio.CancelledError:
-                raise
+            except BROKER_ERRORS:
+                self._fail("ping")
             except Exception:
+                logger.exception("unexpected error pinging the broker")
                 self._fail("ping")
 
     def _fail(self, operation: str) -> None:
@@ -155,9 +254,11 @@ class Bus:
             await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not crypto
             try:
                 await self._probe()
-            except asyncio.CancelledError:
-                raise
+            except BROKER_ERRORS:
+                delay = min(RECOVERY_DELAY_MAX, delay * 2)
+                continue
             except Exception:
+                logger.exception("unexpected error probing the broker")
                 delay = min(RECOVERY_DELAY_MAX, delay * 2)
                 continue
             self.healthy = True
@@ -180,8 +281,13 @@ class Bus:
 
     @staticmethod
     async def _quietly(operation: Awaitable[Any]) -> None:
-        with contextlib.suppress(Exception):
+        """Best effort (a leave, retiring a replaced layer): a broker error changes nothing."""
+        try:
             await operation
+        except BROKER_ERRORS:
+            logger.debug("broker operation failed", exc_info=True)
+        except Exception:
+            logger.exception("unexpected error in a best-effort broker operation")
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -189,7 +295,7 @@ class Bus:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        for task in [self._reader, self._sender, self._recovery, self._watchdog, *self._tasks]:
+        for task in [self._reader, self._sender, self._recovery, self._watchdog, self._refresher, *self._tasks]:
             if task is not None:
                 task.cancel()
 

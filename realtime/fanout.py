@@ -10,7 +10,14 @@
   may lose, delay or reorder messages without a subscriber seeing a gap or a duplicate.
 - A subscription starts at an offset and is not live until it has caught up to the
   hub's head from the database (``activate``), so replay-then-live has no gap and no
-  duplicate even while events are being published.
+  duplicate even while events are being published. Replay pages are bounded in frames
+  and bytes, and each frame waits for room in the connection's queue.
+- The broker is best effort; the heads are not. Twice a second the hub reads the committed
+  heads of every stream it follows in one query (``head_tracker.py``) and reads from the
+  log whatever it has still not delivered half a second later (at once while the broker
+  is down): events the broker dropped, or was never given, arrive within about 1 s.
+- A hole in the log (events deleted by an operator or pruned during a resume) is skipped
+  once, with ``stream.reset`` to the subscriptions it cuts: never a query loop.
 """
 
 from __future__ import annotations
@@ -22,78 +29,60 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
-from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
+from django.db import Error as DatabaseError
 
 from realtime import metrics
 from realtime.account_watch import AccountWatch
 from realtime.bus import Bus, broker_ping
-from realtime.event_log import CommittedEvent, EventLog, StreamInfo
+from realtime.conf import realtime_settings
+from realtime.event_log import CommittedEvent, StreamInfo
+from realtime.head_tracker import HeadTracker
+from realtime.hub_state import (
+    REPLAY_PAGE,
+    DatabaseLog,
+    LogReader,
+    StreamState,
+    Subscriber,
+    Subscription,
+    read_since,
+    reset_frame,
+    skip_hole,
+)
 from realtime.loop_local import LoopLocal
 from realtime.protocol.envelope import render_push
 from realtime.protocol.streams import StreamName
 
+__all__ = ["Hub", "StreamState", "Subscriber", "Subscription", "get_hub", "read_since"]
+
 logger = logging.getLogger("realtime.fanout")
 
-REPLAY_PAGE = 500
+FIRST_REPLAY_PAGE = 16  # until the events' size is known
 # Every hub joins this group: announcements and kicks reach every server through it.
 CONTROL_GROUP = "realtime.control"
-DEGRADED_POLL_INTERVAL = 1.0
 METRICS_FOLD_INTERVAL = 1.0
 GAP_FILL_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-read_since = database_sync_to_async(EventLog.read_since)
-stream_info = database_sync_to_async(EventLog.stream_info)
-
-
-class Subscriber(Protocol):
-    user_id: int
-    password_hash: str
-    session_key: str
-
-    def enqueue(self, frame: str) -> bool: ...
-
-    async def wait_for_room(self, frames: int) -> bool: ...
-
-    def replay_page_size(self) -> int: ...
-
-    def control(self, message: dict[str, Any]) -> None: ...
-
-
-@dataclass(eq=False, slots=True)
-class Subscription:
-    conn: Subscriber
-    stream: str
-    offset: int
-    live: bool = False  # until then activate() reads offsets from the database instead
-    active: bool = True
-    push: Callable[[str], bool] = field(init=False)  # conn.enqueue, looked up once
-
-    def __post_init__(self) -> None:
-        self.push = self.conn.enqueue
-
-
-@dataclass(eq=False, slots=True)
-class StreamState:
-    name: StreamName
-    head: int | None = None
-    pending: dict[int, str] = field(default_factory=dict)
-    subs: set[Subscription] = field(default_factory=set)
-    ready: asyncio.Future[None] | None = None
-    gap_task: asyncio.Task[None] | None = None
-    info: StreamInfo | None = None  # as last read from the database
+FLUSH_TIMEOUT = 2.0
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(
+        self, log: LogReader | None = None, layer: Any = None, ping: Callable[[], Awaitable[Any]] | None = None
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.streams: dict[str, StreamState] = {}
         self.connections: set[Subscriber] = set()
-        layer = get_channel_layer()
+        self._log: LogReader = log or DatabaseLog()
+        self.heads = HeadTracker(self.streams, self._log, self.deliver, lambda: self.degraded)
+        settings = realtime_settings()
+        # A replay page's bytes: the reply budget, and never more than half the send queue.
+        self.page_bytes = max(1, min(settings.max_reply_bytes, settings.send_queue_bytes // 2))
+        explicit = layer is not None
+        layer = layer if explicit else get_channel_layer()
+        expiry = getattr(layer, "group_expiry", None)  # the core Redis layer's; pub/sub has none
         # In-memory layer: one process, nothing to send to; local delivery is everything.
         self._bus = (
             None
@@ -102,11 +91,12 @@ class Hub:
                 layer,
                 self._on_bus_message,
                 self._on_bus_health,
-                ping=broker_ping,
-                layer_factory=lambda: channel_layers.make_backend(DEFAULT_CHANNEL_LAYER),
+                ping=ping if explicit else broker_ping,
+                layer_factory=None if explicit else lambda: channel_layers.make_backend(DEFAULT_CHANNEL_LAYER),
+                refresh_interval=expiry / 4 if isinstance(expiry, int | float) and expiry > 0 else None,
             )
         )
-        self._poller: asyncio.Task[None] | None = None
+        self._tracker: asyncio.Task[None] | None = None
         if self._bus is not None:
             metrics.BROKER_UP.set(1)
         self._control_joined = False
@@ -193,7 +183,7 @@ class Hub:
             try:
                 if self._bus is not None:
                     await self._bus.join(name.group)
-                info = await stream_info(key)
+                info = await self._log.stream_info(key)
             except BaseException as exc:
                 del self.streams[key]
                 state.ready.set_exception(exc)
@@ -203,12 +193,14 @@ class Hub:
             state.info = info
             state.ready.set_result(None)
             self._drain(state)
+            if self._tracker is None:
+                self._tracker = asyncio.ensure_future(self.heads.run())
             return state, info
         if state.ready is not None and not state.ready.done():
             await asyncio.shield(state.ready)
         if not fresh and state.info is not None and state.head is not None:
             return state, StreamInfo(key, state.info.epoch, state.head, state.info.pruned_through)
-        info = await stream_info(key)
+        info = await self._log.stream_info(key)
         state.info = info
         return state, info
 
@@ -218,25 +210,50 @@ class Hub:
         return sub
 
     async def activate(self, sub: Subscription) -> None:
-        """Replay from the database until the subscription reaches the hub's head, then go live."""
+        """Replay from the database until the subscription reaches the hub's head, then go live.
+
+        Pages are bounded by the connection's page size and, adaptively, by ``page_bytes``;
+        each frame waits for room in the connection's queue, so a reading client is never
+        closed as a slow consumer by a replay, however large its events."""
         state = self.streams.get(sub.stream)
-        while sub.active and state is not None:
+        conn = sub.conn
+        limit = min(conn.replay_page_size(), FIRST_REPLAY_PAGE)
+        while sub.active and state is not None and self.streams.get(sub.stream) is state:
             head = state.head if state.head is not None else sub.offset
             if sub.offset >= head:
                 sub.live = True  # no await since the comparison: nothing can slip between
                 return
-            page_size = min(sub.conn.replay_page_size(), head - sub.offset)
-            if not await sub.conn.wait_for_room(page_size):
+            page = await self._log.read_since(sub.stream, sub.offset, min(limit, head - sub.offset))
+            if not sub.active:
                 return
-            page = await read_since(sub.stream, sub.offset, page_size)
-            if not page:
-                raise RuntimeError(f"{sub.stream}: offsets {sub.offset + 1}..{head} missing from the log")
+            if not page or page[0].offset > sub.offset + 1:
+                self._replay_hole(sub, state)  # offsets up to the head are committed: they are gone
+                return
+            size = 0
             for event in page:
-                if not sub.active:
+                frame = event.frame
+                if not await conn.wait_for_room(1, len(frame)) or not sub.active:
                     return
+                if event.offset > sub.offset + 1:
+                    break  # a hole inside the page: the next read starts at it
                 if event.offset == sub.offset + 1:
                     sub.offset = event.offset
-                    sub.conn.enqueue(event.frame)
+                    conn.enqueue(frame)
+                    size += len(frame)
+            average = max(1, size // len(page))
+            limit = max(1, min(conn.replay_page_size(), self.page_bytes // average))
+
+    def _replay_hole(self, sub: Subscription, state: StreamState) -> None:
+        """The log lacks offsets the replay needs: go live from the head, saying so (as an ack
+        with ``recovered: false`` would have)."""
+        assert state.head is not None
+        logger.warning(
+            "replay found events missing from the log",
+            extra={"event": "stream_hole", "stream": sub.stream, "from": sub.offset + 1, "to": state.head},
+        )
+        sub.offset = state.head
+        sub.live = True
+        sub.push(reset_frame(sub.stream, state.head, state.epoch))
 
     def detach(self, sub: Subscription) -> None:
         sub.active = False
@@ -299,7 +316,9 @@ class Hub:
             task.add_done_callback(self._tasks.discard)
 
     async def _fill_gap(self, state: StreamState) -> None:
-        """Offsets are missing before a pending event: read them from the log until none are."""
+        """Offsets are missing before a pending event: read them from the log. A pending event
+        is committed, so every offset below it was committed before it; what a second read
+        still does not find was deleted, and is skipped (``skip_hole``)."""
         key = str(state.name)
         try:
             for attempt in itertools.count():
@@ -308,7 +327,17 @@ class Hub:
                     return
                 assert state.head is not None
                 missing = min(state.pending) - state.head - 1
-                for event in await read_since(key, state.head, min(missing, REPLAY_PAGE)):
+                try:
+                    events = await self._log.read_since(key, state.head, min(missing, REPLAY_PAGE))
+                except DatabaseError:
+                    logger.warning("reading a gap from the log failed", exc_info=True, extra={"stream": key})
+                    continue
+                if not state.pending or self.streams.get(key) is not state:
+                    return
+                first = events[0].offset if events else min(state.pending)
+                if first > state.head + 1 and attempt:
+                    skip_hole(state, first - 1)
+                for event in events:
                     state.pending.setdefault(event.offset, event.frame)
                 self._drain(state)  # gap_task is still this task, so _drain schedules no other
         finally:
@@ -325,38 +354,20 @@ class Hub:
             self.broadcast_local(message["message"], _target(message.get("user_id"), message.get("session_ids")))
 
     def _on_bus_health(self, healthy: bool) -> None:
-        """Tell every session; while the broker is away, read other processes' events from the log."""
+        """Tell every session; while the broker is away the head tracker reads the log at once."""
         metrics.BROKER_UP.set(1 if healthy else 0)
         if healthy:
-            if self._poller is not None:
-                self._poller.cancel()
-                self._poller = None
             self._spawn(self._recovered())
         else:
             self.broadcast_local({"type": "push", "frame": render_push("system.degraded", {"broker": "unavailable"})})
-            self._poller = asyncio.ensure_future(self._poll_log())
 
     async def _recovered(self) -> None:
         await self.catch_up()
         self.broadcast_local({"type": "push", "frame": render_push("system.recovered", {"broker": "ok"})})
 
-    async def _poll_log(self) -> None:
-        while True:
-            await asyncio.sleep(DEGRADED_POLL_INTERVAL)
-            try:
-                await self.catch_up()
-            except Exception:
-                logger.warning("catch-up from the log failed", exc_info=True)
-
     async def catch_up(self) -> None:
-        """Deliver whatever the log holds past each followed stream's head."""
-        for key, state in list(self.streams.items()):
-            while state.head is not None and self.streams.get(key) is state:
-                events = await read_since(key, state.head, REPLAY_PAGE)
-                for event in events:
-                    self.deliver(key, event.offset, event.frame)
-                if len(events) < REPLAY_PAGE:
-                    break
+        """Deliver whatever the log holds past each followed stream's head (after a broker outage)."""
+        await self.heads.check({}, urgent=True)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -364,14 +375,17 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        """Stop; first hand every queued bus message to the broker (at shutdown: events committed
+        before exit reach other processes at once, not only through their head tracking)."""
         if self._fold_timer is not None:
             self._fold_timer.cancel()
         metrics.fold_tallies()
         await self._accounts.close()
         if self._bus is not None:
+            await self._bus.flush(FLUSH_TIMEOUT)
             await self._bus.close()
-        if self._poller is not None:
-            self._poller.cancel()
+        if self._tracker is not None:
+            self._tracker.cancel()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -10,6 +10,10 @@ while the queue is non-empty and that waits on the transport's backpressure (the
 server's ``send`` blocks while the socket's buffer is full). A full queue means the
 client reads too slowly: ``on_overflow`` closes it with 1013 ``slow_consumer`` and the
 client resumes from its offsets.
+
+Replays never cause that: they wait (:meth:`Outbox.wait_for_room`) until each frame fits
+in half the queue, by frames and by bytes, so the other half stays free for replies and
+live pushes. Any number of replays of one connection may wait at once.
 """
 
 from __future__ import annotations
@@ -25,8 +29,7 @@ class Outbox:
     __slots__ = (
         "_direct",
         "_on_overflow",
-        "_room_needed",
-        "_room_waiter",
+        "_room_waiters",
         "_send",
         "_send_now",
         "_writer",
@@ -48,8 +51,8 @@ class Outbox:
         self._on_overflow = on_overflow
         self._writer: asyncio.Task[None] | None = None
         self._direct = False
-        self._room_waiter: asyncio.Future[None] | None = None
-        self._room_needed = 0
+        # Replays waiting for room: (frames, characters, future), woken in order as the queue drains.
+        self._room_waiters: list[tuple[int, int, asyncio.Future[None]]] | None = None
         self.closed = False
         self.sent = 0
 
@@ -108,20 +111,43 @@ class Outbox:
             self._writer = None
             self._wake_room_waiter()
 
-    async def wait_for_room(self, frames: int) -> bool:
-        """Wait until ``frames`` more fit (replays are paced by the queue instead of overflowing it)."""
-        while not self.closed and not self.queue.has_room(frames):
-            self._room_needed = frames
-            self._room_waiter = asyncio.get_running_loop().create_future()
-            await self._room_waiter
+    def has_room(self, frames: int, size: int = 0) -> bool:
+        """Whether ``frames`` more frames of ``size`` characters in all fit in half the queue (a
+        frame larger than that still fits an empty queue, as :class:`SendQueue` accepts it)."""
+        queue = self.queue
+        if queue.length + frames > max(1, queue.max_frames // 2):
+            return False
+        return not queue.length or queue.bytes + size <= queue.max_bytes // 2
+
+    async def wait_for_room(self, frames: int, size: int = 0) -> bool:
+        """Wait until ``frames`` more (``size`` characters) fit (replays are paced by the queue
+        instead of overflowing it). False once the outbox is closed."""
+        while not self.closed and not self.has_room(frames, size):
+            waiter = asyncio.get_running_loop().create_future()
+            if self._room_waiters is None:
+                self._room_waiters = []
+            self._room_waiters.append((frames, size, waiter))
+            try:
+                await waiter
+            finally:
+                if self._room_waiters is not None and (frames, size, waiter) in self._room_waiters:
+                    self._room_waiters.remove((frames, size, waiter))
+                    if not self._room_waiters:
+                        self._room_waiters = None
         return not self.closed
 
     def _wake_room_waiter(self) -> None:
-        waiter = self._room_waiter
-        if waiter is not None and (self.closed or self.queue.has_room(self._room_needed)):
-            self._room_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiters = self._room_waiters
+        if waiters is None:
+            return
+        for entry in list(waiters):
+            frames, size, waiter = entry
+            if self.closed or self.has_room(frames, size):
+                waiters.remove(entry)
+                if not waiter.done():
+                    waiter.set_result(None)
+        if not waiters:
+            self._room_waiters = None
 
     def close(self) -> None:
         """Stop sending: drop what is queued and release anyone waiting for room."""

@@ -1,9 +1,13 @@
 """``manage.py audit_connections``: find sessions left open by servers that are gone.
 
-Prints open sessions per server and the servers that stopped heartbeating. With
-``--fix`` (the default) it marks their sessions closed (1006 ``server_lost``). Exit
-status 0 means nothing needed attention, 1 that leaked sessions or dead servers were
-found (and fixed, unless ``--dry-run``): suitable for a monitoring check.
+Prints open sessions per server and the servers that stopped heartbeating (silent for
+1.5 of their intervals by the database's clock, or not registered). Without ``--dry-run``
+it marks their sessions closed (1006 ``server_lost``); a server that beats between the
+report and the close keeps its sessions (the close is fenced on the heartbeat it judged).
+Running servers do the same for each other within two heartbeat intervals, so this is a
+check more than a repair. Exit status 0 means nothing needed attention, 1 that leaked
+sessions or dead servers were found (and fixed, unless ``--dry-run``): suitable for a
+monitoring check.
 """
 
 from __future__ import annotations
