@@ -1,36 +1,75 @@
-"""REST API for resources (PROTOCOL.md section 7); shares its service functions with the WebSocket handlers."""
+"""REST API for resources (PROTOCOL.md section 7); shares its service functions with the WebSocket handlers.
+
+Resource data is checked by :mod:`realtime.protocol.json_safety` like every other door
+(a 400 naming the field: ``{"data": ["data.a.b: lone surrogate"]}``), a body nested deeper
+than Python's JSON reader recurses is a 400 rather than a 500, and list pages hold at
+most :data:`MAX_PAGE_SIZE` resources.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rest_framework import serializers, status
+from rest_framework.exceptions import ParseError
 from rest_framework.generics import get_object_or_404
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from realtime.models import Resource
 from realtime.protocol.errors import Conflict, NotFound
+from realtime.protocol.json_safety import dotted, json_problem
 from realtime.selectors import resource_as_dict
 from realtime.services import publish_from_sync, resource_create, resource_update
+
+MAX_PAGE_SIZE = 100
+
+
+class ResourcePagination(LimitOffsetPagination):
+    # ``?limit=`` above the maximum gives a page of the maximum, as DRF caps it.
+    max_limit = MAX_PAGE_SIZE
+
+
+class BoundedJSONParser(JSONParser):
+    """DRF's parser, except that nesting deeper than Python's json reader recurses (a
+    ``RecursionError``, which DRF lets through as a 500) is a parse error."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - nested too deep") from None
+
+
+class _ResourceData(serializers.DictField):
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value: dict[str, Any] = super().to_internal_value(data)
+        problem = json_problem(value)
+        if problem is not None:
+            path, reason = problem
+            raise serializers.ValidationError(f"{dotted(path, 'data')}: {reason}")
+        return value
 
 
 # A field called ``data`` shadows Serializer.data only for type checkers: DRF's metaclass
 # moves declared fields off the class.
 class ResourceCreateSerializer(serializers.Serializer[Any]):
-    data = serializers.DictField()  # type: ignore[assignment]
+    data = _ResourceData()  # type: ignore[assignment]
 
 
 class ResourceUpdateSerializer(serializers.Serializer[Any]):
     version = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
-    data = serializers.DictField()  # type: ignore[assignment]
+    data = _ResourceData()  # type: ignore[assignment]
 
 
 class ResourceListView(APIView):
+    parser_classes = (BoundedJSONParser,)
+
     def get(self, request: Request) -> Response:
-        paginator = LimitOffsetPagination()
+        paginator = ResourcePagination()
         queryset = Resource.objects.select_related("updated_by").order_by("id")
         page = paginator.paginate_queryset(queryset, request, view=self) or []
         return paginator.get_paginated_response([resource_as_dict(r) for r in page])
@@ -43,6 +82,8 @@ class ResourceListView(APIView):
 
 
 class ResourceDetailView(APIView):
+    parser_classes = (BoundedJSONParser,)
+
     def get(self, request: Request, pk: int) -> Response:
         return Response(resource_as_dict(get_object_or_404(Resource.objects.select_related("updated_by"), pk=pk)))
 

@@ -6,7 +6,9 @@ thread and, on SQLite, 500 commits. A batcher queues requests while one batch is
 thread and hands the next batch over in one call, usually one transaction: at low load a
 batch is a single request and nothing waits; under load the cost of a round trip and a
 commit is shared. Each caller's future resolves with its own result only after its batch
-returned, so "written" still means committed. If a whole batch fails, ``retry_alone``
+returned, so "written" still means committed. ``run`` may answer a request with an
+exception instead of a result: that caller alone gets it (a request the batch refused
+while committing the others). If a whole batch fails, ``retry_alone``
 (when given) runs each of its requests on its own, so one bad request cannot fail the
 others; without it every caller of the batch gets the batch's exception.
 """
@@ -14,7 +16,7 @@ others; without it every caller of the batch gets the batch's exception.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 Request = TypeVar("Request")
@@ -24,11 +26,12 @@ MAX_BATCH = 500
 
 
 class DbBatcher(Generic[Request, Result]):
-    """``run`` takes a list of requests (on the database thread) and returns one result per request, in order."""
+    """``run`` takes a list of requests (on the database thread) and returns one result (or the
+    exception refusing it) per request, in order."""
 
     def __init__(
         self,
-        run: Callable[[list[Request]], Awaitable[list[Result]]],
+        run: Callable[[list[Request]], Awaitable[Sequence[Result | Exception]]],
         *,
         retry_alone: Callable[[Request], Awaitable[Result]] | None = None,
         max_batch: int = MAX_BATCH,
@@ -66,7 +69,11 @@ class DbBatcher(Generic[Request, Result]):
                     await self._failed(batch, exc)
                     continue
                 for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
                         future.set_result(result)
         finally:
             self._running = False

@@ -5,10 +5,18 @@ Offsets are assigned inside the publishing transaction by incrementing the strea
 stream across every server process, and a rolled-back publish gives its offset
 back, so committed offsets have no gaps. Functions here are synchronous and run in
 Django's database thread; callers reach them through ``sync_to_async``.
+
+No event stops a stream (issue 13). Appends refuse data that could not be stored or
+rendered (:mod:`realtime.protocol.json_safety`) one request at a time, without failing
+the rest of their batch. An event already in the log that cannot be rendered (a row an
+older server accepted) is logged at ERROR with its stream and offset and shown to
+subscribers as a ``system.skipped`` push at its offset, so offsets stay contiguous and
+replay, history and the live gap fill move past it.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -20,8 +28,16 @@ import orjson
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from realtime.event_log_sql import SQL
 from realtime.models import Event, Stream
 from realtime.protocol.envelope import render_push
+from realtime.protocol.errors import InvalidEnvelope, ProtocolError, ValidationFailed
+from realtime.protocol.json_safety import dotted, json_problem
+
+logger = logging.getLogger(__name__)
+
+SKIPPED_EVENT = "system.skipped"
+SKIPPED_DATA: dict[str, Any] = {"reason": "unrenderable"}
 
 
 def iso_ms(moment: datetime) -> str:
@@ -69,11 +85,39 @@ class CommittedEvent:
 
     @cached_property
     def frame(self) -> str:
-        """The push frame, rendered once and sent as-is to every subscriber."""
-        return render_push(self.event, self.data, stream=self.stream, offset=self.offset)
+        """The push frame, rendered once and sent as-is to every subscriber; never raises."""
+        try:
+            return render_push(self.event, self.data, stream=self.stream, offset=self.offset)
+        except TypeError:  # orjson.JSONEncodeError: too deep, a lone surrogate, a huge integer
+            self.__dict__["skipped"] = True
+            logger.error(
+                "stored event cannot be rendered: subscribers get system.skipped at its offset",
+                extra={"stream": self.stream, "offset": self.offset, "event": self.event},
+            )
+            return render_push(SKIPPED_EVENT, SKIPPED_DATA, stream=self.stream, offset=self.offset)
+
+    @property
+    def skipped(self) -> bool:
+        """Whether :attr:`frame` is the ``system.skipped`` placeholder (renders the frame once)."""
+        _ = self.frame  # rendering is what finds out
+        return bool(self.__dict__.get("skipped"))
 
     def as_push(self) -> dict[str, Any]:
+        if self.skipped:
+            return {"event": SKIPPED_EVENT, "stream": self.stream, "offset": self.offset, "data": dict(SKIPPED_DATA)}
         return {"event": self.event, "stream": self.stream, "offset": self.offset, "data": self.data}
+
+    @classmethod
+    def unreadable(cls, stream: str, offset: int, event: str) -> CommittedEvent:
+        """A stored row whose data could not even be decoded: skipped like an unrenderable one."""
+        placeholder = cls(stream, offset, event, {})
+        placeholder.__dict__["skipped"] = True
+        logger.error(
+            "stored event cannot be decoded: subscribers get system.skipped at its offset",
+            extra={"stream": stream, "offset": offset, "event": event},
+        )
+        placeholder.__dict__["frame"] = render_push(SKIPPED_EVENT, SKIPPED_DATA, stream=stream, offset=offset)
+        return placeholder
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +184,9 @@ class EventLog:
         which is after the commit.
         """
         key = (sender_id, client_id) if sender_id is not None and client_id is not None else None
+        refused = _refusal(AppendRequest(stream, event, data, key))
+        if refused is not None:
+            raise refused
         for attempt in range(2):
             try:
                 with transaction.atomic():
@@ -185,7 +232,42 @@ class EventLog:
         no per-value quoting in Python (psycopg's client-side binding of a multi-row
         ``VALUES`` list cost eight times the document). Round trips: one idempotency
         lookup, one ``UPDATE`` per stream, one ``INSERT``.
+
+        All or nothing: if a request's data cannot be stored (say U+0000, which PostgreSQL
+        refuses), nothing is committed and the :class:`ProtocolError` refusing the first such
+        request is raised. :meth:`append_each` commits the others instead.
         """
+        try:
+            return cls._append_batch(requests, screened=False)
+        except _Unstorable:
+            pass
+        for request in requests:
+            error = _refusal(request)
+            if error is not None:
+                raise error
+        return cls._append_batch(requests, screened=True)
+
+    @classmethod
+    def append_each(cls, requests: list[AppendRequest]) -> list[Appended | ProtocolError]:
+        """:meth:`append_batch`, except that a request whose data cannot be stored is answered
+        with the :class:`ProtocolError` refusing it while the others still commit in one
+        transaction (the group commit's path: one client's bad publish fails alone).
+
+        The batch's document is checked before the ``INSERT`` (one substring search when all
+        is well); if it fails, that transaction is rolled back, each request is checked on
+        its own, and the rest go again in one transaction.
+        """
+        try:
+            return list[Appended | ProtocolError](cls._append_batch(requests, screened=False))
+        except _Unstorable:
+            pass
+        refused = {index: error for index, request in enumerate(requests) if (error := _refusal(request)) is not None}
+        kept = [request for index, request in enumerate(requests) if index not in refused]
+        committed = iter(cls._append_batch(kept, screened=True) if kept else [])
+        return [refused[index] if index in refused else next(committed) for index in range(len(requests))]
+
+    @classmethod
+    def _append_batch(cls, requests: list[AppendRequest], *, screened: bool) -> list[Appended]:
         results: list[Appended | None] = [None] * len(requests)
         first_of_key: dict[tuple[int, str], int] = {}
         per_stream: dict[str, list[int]] = {}
@@ -213,8 +295,16 @@ class EventLog:
                     rows.append((stream_id, offset, request.event, request.data, sender_id, client_id))
                     results[index] = Appended(CommittedEvent(stream, offset, request.event, request.data), created=True)
             if rows:
+                try:
+                    document = _dumps(rows)
+                except TypeError:  # orjson.JSONEncodeError: too deep, a lone surrogate, a huge integer
+                    raise _Unstorable from None
+                # orjson writes U+0000 as \u0000; the search also matches an escaped backslash
+                # before "u0000", which the screened second attempt lets through.
+                if not screened and "\\u0000" in document:
+                    raise _Unstorable
                 created_at = connection.ops.adapt_datetimefield_value(timezone.now())
-                cursor.execute(_SQL[connection.vendor].insert_events, [created_at, _dumps(rows)])
+                cursor.execute(SQL[connection.vendor].insert_events, [created_at, document])
         for index, request in enumerate(requests):
             if results[index] is None:
                 assert request.key is not None
@@ -225,59 +315,39 @@ class EventLog:
 
     @staticmethod
     def read_since(stream: str, since: int, limit: int) -> list[CommittedEvent]:
-        """Events with offset > ``since``, oldest first, at most ``limit``."""
-        rows = (
-            Event.objects.filter(stream__name=stream, offset__gt=since)
-            .order_by("offset")
-            .values_list("offset", "event", "data")[:limit]
-        )
-        return [CommittedEvent(stream, offset, name, data) for offset, name, data in rows]
+        """Events with offset > ``since``, oldest first, at most ``limit``.
+
+        Each row's data is decoded on its own (plain SQL, not the ORM's JSONField, which
+        decodes inside the cursor loop), so one undecodable row is skipped, not the page.
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(SQL[connection.vendor].read_since, [stream, since, limit])
+            rows = cursor.fetchall()
+        events: list[CommittedEvent] = []
+        for offset, name, data in rows:
+            try:
+                decoded = _loads(data)
+            except orjson.JSONDecodeError:
+                events.append(CommittedEvent.unreadable(stream, offset, name))
+                continue
+            events.append(CommittedEvent(stream, offset, name, decoded))
+        return events
 
 
-@dataclass(frozen=True, slots=True)
-class _Statements:
-    # Each takes its rows as one JSON array of arrays, expanded by the database.
-    insert_events: str  # params: created_at, [[stream_id, offset, event, data, sender_id, client_id], ...]
-    select_keys: str  # params: [[sender_id, client_id], ...]
+class _Unstorable(Exception):
+    """Some request of a batch cannot be stored: roll back and check each request alone."""
 
 
-# Both databases probe the (sender, client_id) unique index once per key (EXPLAIN-checked).
-_SQL = {
-    "sqlite": _Statements(  # JSON1 is built in (RETURNING already needs 3.35)
-        insert_events="""
-            INSERT INTO realtime_event (stream_id, "offset", event, data, sender_id, client_id, created_at)
-            SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-                   json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), %s
-            FROM json_each(%s)
-        """,
-        select_keys="""
-            WITH k AS (
-                SELECT json_extract(value, '$[0]') AS sender_id, json_extract(value, '$[1]') AS client_id
-                FROM json_each(%s)
-            )
-            SELECT e.sender_id, e.client_id, s.name, e."offset", e.event, e.data
-            FROM k JOIN realtime_event e ON e.sender_id = k.sender_id AND e.client_id = k.client_id
-            JOIN realtime_stream s ON s.id = e.stream_id
-            WHERE e.client_id IS NOT NULL
-        """,
-    ),
-    "postgresql": _Statements(
-        insert_events="""
-            INSERT INTO realtime_event (stream_id, "offset", event, data, sender_id, client_id, created_at)
-            SELECT (v->>0)::bigint, (v->>1)::bigint, v->>2, v->3, (v->>4)::bigint, v->>5, %s
-            FROM jsonb_array_elements(%s::jsonb) AS v
-        """,
-        select_keys="""
-            WITH k AS (
-                SELECT (v->>0)::bigint AS sender_id, v->>1 AS client_id FROM jsonb_array_elements(%s::jsonb) AS v
-            )
-            SELECT e.sender_id, e.client_id, s.name, e."offset", e.event, e.data
-            FROM k JOIN realtime_event e ON e.sender_id = k.sender_id AND e.client_id = k.client_id
-            JOIN realtime_stream s ON s.id = e.stream_id
-            WHERE e.client_id IS NOT NULL
-        """,
-    ),
-}
+def _refusal(request: AppendRequest) -> ProtocolError | None:
+    """Why ``request`` cannot be stored and rendered, as the error its caller gets (else ``None``)."""
+    if request.key is not None and "\x00" in request.key[1]:
+        return InvalidEnvelope("id: contains U+0000")
+    problem = json_problem(request.data)
+    if problem is None:
+        return None
+    path, reason = problem
+    field = dotted(path)
+    return ValidationFailed(f"data.{field}: {reason}" if path else f"data: {reason}", fields={field: reason})
 
 
 def _dumps(value: Any) -> str:
@@ -311,7 +381,7 @@ def _existing_many(cursor: Any, keys: list[tuple[int, str]]) -> dict[tuple[int, 
     """The logged events of these idempotency keys, in one query."""
     if not keys:
         return {}
-    cursor.execute(_SQL[connection.vendor].select_keys, [_dumps(list(dict.fromkeys(keys)))])
+    cursor.execute(SQL[connection.vendor].select_keys, [_dumps(list(dict.fromkeys(keys)))])
     return {
         (sender_id, client_id): CommittedEvent(stream, offset, event, _loads(data))
         for sender_id, client_id, stream, offset, event, data in cursor.fetchall()

@@ -1,11 +1,13 @@
 """GroupCommit: many concurrent publishes, one transaction (issue 7's persisted-publish target).
 
 A :class:`DbBatcher` of publishes: they wait while the database thread commits the
-previous batch, then go together through :meth:`EventLog.append_batch`. At low load a batch is one publish
+previous batch, then go together through :meth:`EventLog.append_each`. At low load a batch is one publish
 and nothing is delayed; under load the cost of a commit is shared. Every publish's
-future resolves only after its batch committed, so acks still follow the commit. If a
-batch fails as a whole (say an idempotency key raced with another process), each of
-its publishes is retried alone, so one bad request cannot fail the others.
+future resolves only after its batch committed, so acks still follow the commit. A
+publish whose data cannot be stored is refused alone (its caller gets the error) and the
+rest of its batch still commits in one transaction. If a batch fails as a whole (say an
+idempotency key raced with another process), each of its publishes is retried alone, so
+one bad request cannot fail the others.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from realtime.db_batch import DbBatcher
 from realtime.event_log import Appended, AppendRequest, EventLog
 from realtime.loop_local import LoopLocal
 
-_append_batch = database_sync_to_async(EventLog.append_batch)
+_append_batch = database_sync_to_async(EventLog.append_each)
 _append_one = database_sync_to_async(EventLog.append)
 
 

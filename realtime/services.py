@@ -18,7 +18,8 @@ from django.utils import timezone
 from realtime.event_log import Appended, AppendRequest, CommittedEvent, EventLog, now_iso_ms
 from realtime.group_commit import get_group_commit
 from realtime.models import Resource
-from realtime.protocol.errors import Conflict, InvalidEnvelope, NotFound
+from realtime.protocol.errors import Conflict, InvalidEnvelope, NotFound, ValidationFailed
+from realtime.protocol.json_safety import dotted, json_problem
 from realtime.protocol.streams import StreamName
 
 
@@ -36,7 +37,21 @@ async def amessage_publish(
     return await get_group_commit().append(AppendRequest(str(stream), event, data, key))
 
 
+def resource_data_check(data: dict[str, Any]) -> None:
+    """Refuse resource data that could not be stored, rendered or replayed everywhere (section 11).
+
+    The doors (the WebSocket envelope, the REST serializers) refuse it first with the field
+    named; this is the last line for any other caller of the services.
+    """
+    problem = json_problem(data)
+    if problem is not None:
+        path, reason = problem
+        field = dotted(path, "data")
+        raise ValidationFailed(f"{field}: {reason}", fields={field: reason})
+
+
 def resource_create(*, data: dict[str, Any], user: Any) -> Resource:
+    resource_data_check(data)
     return Resource.objects.create(data=data, version=1, updated_by=user)
 
 
@@ -49,6 +64,7 @@ def resource_update(
     the others get :class:`Conflict` with what is stored now. A retry with the same
     ``client_id`` returns the original outcome instead of conflicting with itself.
     """
+    resource_data_check(data)
     key = (user.pk, client_id) if client_id is not None else None
     with transaction.atomic():
         if key is not None:

@@ -2,8 +2,12 @@
 
 ``parse_envelope`` never raises: it returns an :class:`Envelope` or a
 :class:`Rejected` that carries the error and whatever ``id``/``seq`` could be read,
-so the error reply can still name them. Rendering goes through orjson once per
-frame; a broadcast is rendered once and the same text is sent to every subscriber.
+so the error reply can still name them. It is also the WebSocket door of
+:mod:`~realtime.protocol.json_safety`: ``data`` that could not be stored, rendered or
+replayed (too deep, U+0000, numbers out of range) is ``validation_error`` naming the
+field, before any schema or handler sees it (orjson already refuses lone surrogates).
+Rendering goes through orjson once per frame; a broadcast is rendered once and the same
+text is sent to every subscriber.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from realtime.protocol.errors import EmptyMessage, InvalidEnvelope, InvalidJson, ProtocolError
+from realtime.protocol.errors import EmptyMessage, InvalidEnvelope, InvalidJson, ProtocolError, ValidationFailed
+from realtime.protocol.json_safety import MAX_JSON_DEPTH, NUL, dotted, json_problem
 
 MAX_ID_LENGTH = 64
 MAX_SEQ = 2**63 - 1
@@ -35,7 +40,8 @@ class Rejected:
 
 
 def _valid_id(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
+    # The id is stored as the publish's idempotency key: U+0000 is refused by PostgreSQL.
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and "\x00" not in value
 
 
 def _valid_seq(value: object) -> bool:
@@ -64,6 +70,8 @@ def parse_envelope(text: str) -> Envelope | Rejected:
         problem = "event: required"
     elif not isinstance(event, str):
         problem = "event: must be a string"
+    elif isinstance(raw_id, str) and "\x00" in raw_id:
+        problem = f"id: {NUL}"
     elif raw_id is not None and ref is None:
         problem = f"id: must be a string of 1 to {MAX_ID_LENGTH} characters"
     elif raw_seq is not None and seq is None:
@@ -76,6 +84,16 @@ def parse_envelope(text: str) -> Envelope | Rejected:
         data = {}
     elif not isinstance(data, dict):
         return Rejected(InvalidEnvelope("data: must be an object"), ref, seq)
+    # orjson has already refused lone surrogates and non-finite numbers and read integers
+    # beyond 64 bits as floats, so only depth and U+0000 remain; the raw text rules both out
+    # for most frames in two C scans (brackets inside strings only make the count larger).
+    suspect = "\\u0000" in text or text.count("{") + text.count("[") > MAX_JSON_DEPTH
+    unsafe = json_problem(data) if suspect else None
+    if unsafe is not None:
+        path, reason = unsafe
+        field = dotted(path)
+        message = f"data.{field}: {reason}" if path else f"data: {reason}"
+        return Rejected(ValidationFailed(message, fields={field: reason}), ref, seq)
     assert isinstance(event, str)
     return Envelope(event=event, id=ref, seq=seq, data=data)
 

@@ -20,6 +20,7 @@ from accounts.models import User
 from realtime.event_log import AppendRequest, EventLog
 from realtime.group_commit import GroupCommit
 from realtime.models import Event, Stream
+from realtime.protocol.errors import ValidationFailed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -118,7 +119,8 @@ async def test_one_unstorable_publish_does_not_fail_its_batch() -> None:
     requests = [AppendRequest("room:mixed", "message.new", {"n": n}) for n in range(5)]
     requests.insert(2, AppendRequest("room:mixed", "message.new", {"n": object()}))
     results = await asyncio.gather(*(commit.append(r) for r in requests), return_exceptions=True)
-    assert isinstance(results[2], TypeError)
+    assert isinstance(results[2], ValidationFailed)  # refused alone, with its field named (issue 13)
+    assert results[2].data["fields"] == {"n": "not a JSON value"}
     good = [r for r in results if not isinstance(r, BaseException)]
     assert sorted(r.event.offset for r in good) == [1, 2, 3, 4, 5]
     head = await sync_to_async(lambda: Stream.objects.get(name="room:mixed").head)()

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime.sanitize import text_sanitize
+from realtime.protocol.errors import ValidationFailed
+from realtime.sanitize import INLINE_MAX_CHARS, MAX_MARKUP_TAGS, text_sanitize, text_sanitize_async
 
 FAST = settings(max_examples=200, deadline=None, database=None)
 
@@ -262,3 +263,43 @@ def test_output_adds_nothing(text):
 def test_wrapped_plain_text_is_unwrapped(inner, tag):
     """Text: markup removed and visible text kept -> <tag>TEXT</tag> gives TEXT back"""
     assert text_sanitize(f"<{tag}>{inner}</{tag}>") == inner
+
+
+# --- issue 13: bounded work ------------------------------------------------------------------
+
+
+def test_more_markup_than_one_pass_may_parse_is_refused_on_text() -> None:
+    """64 KB of nested ``<div>`` cost the tree builder 0.3 s (quadratic in depth): refused cheaply."""
+    with pytest.raises(ValidationFailed) as refused:
+        text_sanitize("<div>" * 13_000)
+    assert refused.value.data["fields"] == {"text": "too much markup"}
+
+
+def test_markup_that_unescaping_assembles_counts_in_the_pass_that_parses_it() -> None:
+    escaped = "<b>x</b>" + "&lt;div&gt;" * (MAX_MARKUP_TAGS + 1)
+    with pytest.raises(ValidationFailed):
+        text_sanitize(escaped)
+
+
+def test_up_to_the_markup_limit_is_sanitized_and_many_plain_less_thans_are_not_markup() -> None:
+    assert text_sanitize("<i>" * (MAX_MARKUP_TAGS - 1) + "ok") == "ok"
+    assert text_sanitize("1 < 2 " * 5000) == "1 < 2 " * 5000
+    assert text_sanitize("<b>x</b>" + "a < b " * 2000) == "x" + "a < b " * 2000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain",
+        "<b>bold</b> and <script>alert(1)</script>text",
+        "x" * 5000 + "<i>long</i>" + "&amp;lt;b&amp;gt;" * 100,
+        "&lt;script&gt;" * 300 + "<b>x</b>" * 300,
+    ],
+)
+async def test_async_sanitizing_gives_the_same_text_on_or_off_the_loop(text: str) -> None:
+    assert await text_sanitize_async(text) == text_sanitize(text)
+
+
+async def test_async_sanitizing_refuses_too_much_markup_off_the_loop() -> None:
+    with pytest.raises(ValidationFailed):
+        await text_sanitize_async("x" * INLINE_MAX_CHARS + "<div>" * (MAX_MARKUP_TAGS + 1))

@@ -164,7 +164,8 @@ def readable_ref(text: str) -> str | None:
     if not isinstance(obj, dict):
         return None
     ref = obj.get("id")
-    return ref if isinstance(ref, str) and 1 <= len(ref) <= MAX_ID_LENGTH else None
+    # U+0000 cannot be stored as an idempotency key: such an id is refused, not echoed (issue 13).
+    return ref if isinstance(ref, str) and 1 <= len(ref) <= MAX_ID_LENGTH and "\x00" not in ref else None
 
 
 def check_reply(text: str, *, expect_seq: int | None) -> dict[str, Any]:
