@@ -89,8 +89,7 @@ class FrameRouter:
         event = frame.get("event")
         data: dict[str, Any] = frame["data"] if isinstance(frame.get("data"), dict) else {}
         if event == "flow.pause":
-            retry_after = data.get("retry_after_ms", 1000)
-            self.flow.pause((retry_after if isinstance(retry_after, int | float) else 1000) / 1000)
+            self.flow.server_pause(data.get("retry_after_ms"))
         elif event == "flow.resume":
             self.flow.resume()
         elif event == "auth.expiring" and self.refresh_on_expiring and self._token_provider is not None:

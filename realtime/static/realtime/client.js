@@ -745,8 +745,16 @@ export class RealtimeClient {
    */
   _newCall(event, data, id, onDone, resend) {
     if (this._state === "closed") throw this.closeError || new RealtimeError("closed");
-    const callId = id ?? this._newId();
-    if (this._calls.has(callId)) throw new Error(`a call with id ${callId} is already pending`);
+    let callId = id;
+    if (callId === null) {
+      // An id the application chose may equal a generated one (same prefix): skip it, or the
+      // resume's internal stream.subscribe would fail and end its subscription.
+      do {
+        callId = this._newId();
+      } while (this._calls.has(callId));
+    } else if (this._calls.has(callId)) {
+      throw new Error(`a call with id ${callId} is already pending`);
+    }
     const frame = JSON.stringify({ event, id: callId, data });
     const size = encoder.encode(frame).length;
     if (this.maxMessageBytes !== null && size > this.maxMessageBytes) {
@@ -802,7 +810,7 @@ export class RealtimeClient {
     const ws = this._ws;
     if (ws === null || this._state !== "open" || ws.readyState !== 1) return;
     while (!this.paused && this._outbox.length > 0) {
-      const id = this._outbox[0];
+      const id = /** @type {string} */ (this._outbox[0]);
       const call = this._calls.get(id);
       if (call === undefined) {
         this._outbox.shift();
@@ -1152,7 +1160,8 @@ export class RealtimeClient {
       const retryAfter = typeof data.retry_after_ms === "number" && data.retry_after_ms >= 0 ? data.retry_after_ms : 1000;
       // Wait for flow.resume. retry_after_ms was estimated before the calls already on the wire
       // drained the bucket further, so resuming by our own clock after it would flood the server:
-      // the timer only covers a lost flow.resume.
+      // the timer only covers a lost flow.resume. The Python client waits the same way
+      // (realtime_client/flow.py; tests/conformance/flow.json checks both).
       this._pause(retryAfter + Math.max(PAUSE_GRACE, retryAfter));
     } else if (event === "flow.resume") {
       this._resumeFlow();
