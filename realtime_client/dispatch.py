@@ -94,6 +94,11 @@ class FrameRouter:
             self.flow.resume()
         elif event == "auth.expiring" and self.refresh_on_expiring and self._token_provider is not None:
             self._spawn(self._refresh_session())
+        elif event == "stream.reset" and isinstance(data.get("stream"), str):
+            # A hole in the server's log: what was not delivered before data["offset"] is gone.
+            sub = self.subscriptions.get(data["stream"])
+            if sub is not None:
+                sub.reset(data)
         for callback in list(self._push_callbacks):
             try:
                 callback(frame)

@@ -119,6 +119,13 @@ class Subscription(AsyncIterator[Frame]):
             self._deliver(self._buffer.start(start))
         self._check_gap()
 
+    def reset(self, data: dict[str, Any]) -> None:
+        """``stream.reset``: like a resume answered ``recovered: false``; the application reloads."""
+        if self.phase is Phase.ENDED:
+            return
+        self.end(NotRecovered(data={"stream": self.stream, "since": self.last_offset, "reset_at": data.get("offset")}))
+        self._owner.forget(self, unsubscribe=True)
+
     def resuming(self) -> None:
         """A new connection: the client re-subscribes from :attr:`last_offset`."""
         if self.phase is Phase.LIVE:

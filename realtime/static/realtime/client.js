@@ -376,6 +376,16 @@ export class Subscription {
     this._checkGap();
   }
 
+  /**
+   * `stream.reset`: like a resume answered `recovered: false`; the application reloads.
+   * @param {Record<string, any>} data
+   */
+  _reset(data) {
+    if (this.phase === "ended") return;
+    this._end(new RealtimeError("not_recovered", { stream: this.stream, since: this.lastOffset, reset_at: data.offset }));
+    this._client._forget(this, true);
+  }
+
   _resuming() {
     if (this.phase === "live") {
       this.phase = "resuming";
@@ -1167,6 +1177,10 @@ export class RealtimeClient {
       this._resumeFlow();
     } else if (event === "auth.expiring" && this.refreshOnExpiring && this._tokenProvider !== null) {
       void this._refreshSession();
+    } else if (event === "stream.reset" && typeof data.stream === "string") {
+      // A hole in the server's log: what was not delivered before data.offset is gone.
+      const sub = this.subscriptions.get(data.stream);
+      if (sub !== undefined) sub._reset(data);
     }
     for (const callback of [...this._pushCallbacks]) {
       try {
