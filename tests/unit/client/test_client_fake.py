@@ -40,7 +40,7 @@ async def test_flow_pause_holds_new_calls_until_resume(fake: FakeServer, client:
     assert pushes == ["flow.pause", "flow.resume"]
 
 
-async def test_flow_pause_ends_after_retry_after_without_resume(fake: FakeServer, client: RealtimeClient) -> None:
+async def test_a_lost_flow_resume_ends_the_pause_after_the_fallback(fake: FakeServer, client: RealtimeClient) -> None:
     ws = await fake.connection(1)
     ws.feed({"event": "flow.pause", "data": {"retry_after_ms": 50}})
     await asyncio.sleep(0)
