@@ -4,27 +4,61 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from datetime import timedelta
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from accounts.keys import jwt_keys_from_env, secret_key_from_env
 from realtime.conf import RealtimeSettings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
-_DEV_SECRET_KEY = "dev-insecure-key-change-me-0123456789abcdef0123456789abcdef"  # noqa: S105
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _DEV_SECRET_KEY
-if SECRET_KEY == _DEV_SECRET_KEY and "pytest" not in sys.modules:
-    sys.stderr.write("warning: DJANGO_SECRET_KEY is not set; using the development key (never in production)\n")
 
-DEBUG = env.bool("DJANGO_DEBUG", default=False)
-# The service sits behind a proxy or is reached on loopback; Host is not used to build
-# URLs, so any host is accepted unless the operator narrows it.
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r}: expected true or false")
+
+
+def _seconds(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ImproperlyConfigured(f"{name}={raw!r}: expected a whole number of seconds")
+    return int(raw)
+
+
+DEBUG = _flag("DJANGO_DEBUG", False)
+# Required outside debug, never a key from the repository (accounts/keys.py).
+SECRET_KEY = secret_key_from_env(os.environ, debug=DEBUG)
+# Local names only unless the operator lists the public ones: a forged Host never reaches
+# anything that builds URLs from it (admin password-reset links, redirects).
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# Behind a TLS-terminating proxy (deploy/nginx sets X-Forwarded-Proto, overwriting whatever
+# the client sent): Django then knows requests are HTTPS, cookies are HTTPS-only, plain HTTP
+# is redirected (except the probes, which load balancers send over plain HTTP) and browsers
+# are told to use HTTPS only (HSTS). docs/operations.md, "Production settings".
+HTTPS = _flag("DJANGO_HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+SECURE_HSTS_SECONDS = _seconds("DJANGO_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _flag("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _flag("DJANGO_HSTS_PRELOAD", False)
 
 REALTIME = RealtimeSettings.from_env(os.environ)
 
@@ -37,6 +71,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # Refresh tokens are recorded when issued and blacklisted when used or logged out.
+    "rest_framework_simplejwt.token_blacklist",
     "channels",
     "accounts",
     "realtime",
@@ -77,13 +113,15 @@ DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the single writer; IMMEDIATE transactions take the
     # write lock up front so concurrent writers queue instead of failing to upgrade.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options.update(
         {
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             "transaction_mode": "IMMEDIATE",
-            "timeout": 20,
         }
     )
+    # Seconds to wait for a lock; `sqlite:///path?timeout=N` overrides it.
+    options.setdefault("timeout", 20)
 # Keep connections open between requests and between async ORM calls (all of which run
 # in one database thread): opening a connection per call was ~10-20 % of the publish and
 # connect profiles on SQLite (docs/performance.md).
@@ -109,11 +147,29 @@ if REDIS_URL:
             # timeout, so an idle connection timed out every 5 s and looked like a broker
             # outage (system.degraded / system.recovered). Broker health is judged by the
             # bus's own short ping (realtime/bus.py), not by this socket.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_keepalive": True}]},
+            # group_expiry: the layer drops a group member this long after it joined; the bus
+            # re-joins its groups every quarter of it (realtime/bus.py), so memberships last as
+            # long as the process while a crashed process's channel still leaves its groups.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_keepalive": True}],
+                **({"group_expiry": REALTIME.group_expiry} if REDIS_LAYER == "core" else {}),
+            },
         }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# The cache holds login-throttle counters: in Redis they are shared by every server, so N
+# servers do not multiply the allowance by N (accounts/throttling.py).
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "realtime",
+            "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+        }
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -138,21 +194,36 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # simplejwt's, plus the account-state check of accounts/tokens.py.
+        "accounts.authentication.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
+    # The client address is the one uvicorn resolved (it honours X-Forwarded-For only from
+    # FORWARDED_ALLOW_IPS); DRF's default would trust whatever X-Forwarded-For a client sends.
+    "NUM_PROXIES": 0,
+    "DEFAULT_THROTTLE_RATES": {
+        "login_username": REALTIME.login_rate,
+        "login_address": REALTIME.login_address_rate,
+    },
 }
 
+JWT_KEYS = jwt_keys_from_env(os.environ, SECRET_KEY)
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=REALTIME.access_token_ttl),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
-    "ALGORITHM": "HS256",
-    "SIGNING_KEY": SECRET_KEY,
+    "ALGORITHM": JWT_KEYS.algorithm,
+    "SIGNING_KEY": JWT_KEYS.signing_key,
+    "VERIFYING_KEY": JWT_KEYS.verifying_key,
     "UPDATE_LAST_LOGIN": False,
+    # A refresh returns a new refresh token and blacklists the one it used.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "TOKEN_OBTAIN_SERIALIZER": "accounts.serializers.TokenObtainSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "accounts.serializers.TokenRefreshSerializer",
 }
 
 LOG_FORMAT = env.str("REALTIME_LOG_FORMAT", default="json")
@@ -175,6 +246,9 @@ LOGGING = {
     "root": {"handlers": ["stderr"], "level": env.str("REALTIME_LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # A request with a Host outside DJANGO_ALLOWED_HOSTS gets 400; Django would also log
+        # it as an error with a traceback, so anyone could fill the log by probing names.
+        "django.security.DisallowedHost": {"level": "CRITICAL"},
         # uvicorn logs every accepted WebSocket at INFO; the consumer's own connect line,
         # which carries the connection id and user, replaces it.
         "uvicorn.error": {"level": "WARNING"},

@@ -1,6 +1,5 @@
 from django.contrib import admin
-from django.urls import path
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from django.urls import include, path
 
 from realtime import demo, views
 from realtime.api import ResourceDetailView, ResourceListView
@@ -8,8 +7,7 @@ from realtime.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/auth/token/", TokenObtainPairView.as_view(), name="token_obtain"),
-    path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
+    path("api/auth/", include("accounts.urls")),
     path("api/resources/", ResourceListView.as_view(), name="resource_list"),
     path("api/resources/<int:pk>/", ResourceDetailView.as_view(), name="resource_detail"),
     path("metrics", metrics_view, name="metrics"),

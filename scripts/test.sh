@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh requirements-dev.txt
+# Node runs the browser client's conformance fixtures; npm ci installs the TypeScript pinned in
+# package-lock.json into node_modules/ for `tsc --checkJs` (tests/unit/client/test_conformance_js.py).
+if ! command -v npm >/dev/null; then
+  echo "installing nodejs npm (Debian packages)" >&2
+  (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm) >&2
+fi
+npm ci --silent --no-audit --no-fund
 services_dir=$(mktemp -d /tmp/realtime-test-services.XXXXXX)
 trap 'scripts/services.sh stop "$services_dir"' EXIT
 eval "$(scripts/services.sh start "$services_dir")"

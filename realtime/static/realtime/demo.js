@@ -85,6 +85,8 @@ async function refreshAccess() {
   const { status, body } = await http("POST", "/api/auth/token/refresh/", { refresh: tokens.refresh });
   if (status !== 200 || !body || typeof body.access !== "string") throw new Error(`token refresh failed (${status})`);
   tokens.access = body.access;
+  // Refresh tokens rotate: the one just used is refused from now on (docs/protocol.md, "Credentials").
+  if (typeof body.refresh === "string") tokens.refresh = body.refresh;
   return body.access;
 }
 
