@@ -73,6 +73,9 @@ INSTALLED_APPS = [
     "rest_framework",
     # Refresh tokens are recorded when issued and blacklisted when used or logged out.
     "rest_framework_simplejwt.token_blacklist",
+    # OpenAPI schema of the REST endpoints; the sidecar serves Swagger UI without a CDN.
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "accounts",
     "realtime",
@@ -113,10 +116,16 @@ DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the single writer; IMMEDIATE transactions take the
     # write lock up front so concurrent writers queue instead of failing to upgrade.
+    # synchronous=FULL syncs the WAL at every commit, so an acked publish survives a power
+    # cut and its offset is never handed out again under the same epoch; NORMAL syncs only
+    # at checkpoints (faster, but the last commits may vanish with the power: docs/operations.md).
+    SQLITE_SYNCHRONOUS = env.str("REALTIME_SQLITE_SYNCHRONOUS", default="FULL").upper()
+    if SQLITE_SYNCHRONOUS not in ("FULL", "NORMAL"):
+        raise ImproperlyConfigured(f"REALTIME_SQLITE_SYNCHRONOUS={SQLITE_SYNCHRONOUS!r}: expected FULL or NORMAL")
     options = DATABASES["default"].setdefault("OPTIONS", {})
     options.update(
         {
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={SQLITE_SYNCHRONOUS};",
             "transaction_mode": "IMMEDIATE",
         }
     )
@@ -200,6 +209,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
     # The client address is the one uvicorn resolved (it honours X-Forwarded-For only from
@@ -209,6 +219,19 @@ REST_FRAMEWORK = {
         "login_username": REALTIME.login_rate,
         "login_address": REALTIME.login_address_rate,
     },
+}
+
+# docs/specs.md: /api/schema/ and /api/docs/ are generated from the views, never hand-written.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "realtime REST API",
+    "DESCRIPTION": "JWT tokens and versioned resources (PROTOCOL.md sections 1 and 7). "
+    "The WebSocket protocol is described by the AsyncAPI document at /docs/asyncapi.json.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 JWT_KEYS = jwt_keys_from_env(os.environ, SECRET_KEY)
