@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 
@@ -10,27 +9,18 @@ from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
 from tests.e2e.helpers import (
     PASSWORD,
-    PYTHON,
-    REPO,
     ServerProcess,
-    base_env,
     connect,
     expect_close,
+    manage,
     obtain_tokens,
     recv_json,
 )
 
 
 def _shell(e2e_db: E2EDatabase, code: str) -> str:
-    return subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c", code],
-        cwd=REPO,
-        env=base_env(e2e_db.url),
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=scaled(60),
-    ).stdout
+    """Change an account from another process, as an operator or the admin would."""
+    return manage(e2e_db.url, "shell", "-c", code, check=True).stdout
 
 
 def _new_user(e2e_db: E2EDatabase) -> str:

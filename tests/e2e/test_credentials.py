@@ -34,6 +34,7 @@ from tests.e2e.helpers import (
     connect,
     expect_close,
     http_json,
+    manage,
     mint_token,
     raw_http,
     recv_json,
@@ -56,15 +57,7 @@ PRODUCTION_ENV = {
 
 def _shell(e2e_db: E2EDatabase, code: str) -> str:
     """Change an account from another process, as an operator or the admin would."""
-    return subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c", code],
-        cwd=REPO,
-        env=base_env(e2e_db.url),
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=scaled(60),
-    ).stdout
+    return manage(e2e_db.url, "shell", "-c", code, check=True).stdout
 
 
 def _set_staff(e2e_db: E2EDatabase, username: str, staff: bool) -> None:
