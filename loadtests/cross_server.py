@@ -96,6 +96,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "REALTIME_REDIS_LAYER": args.layer,
         "REALTIME_SEND_QUEUE": "100000",
         "REALTIME_SEND_QUEUE_BYTES": "1000000000",
+        "REALTIME_MAX_CONNECTIONS_PER_USER": "1000000",  # every subscriber is the one benchmark user
     }
     servers = [
         ServerProcess(env=base_env(database_url, **settings), log_path=workdir / f"{n}.log").start() for n in ("a", "b")

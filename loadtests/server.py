@@ -64,6 +64,8 @@ def server_env(database_url: str, overrides: dict[str, str]) -> dict[str, str]:
         # Throughput benchmarks must not be throttled; the rest keeps sessions alive for long runs.
         REALTIME_RATE_LIMIT="0",
         REALTIME_IDLE_TIMEOUT="3600",
+        # Up to 10,000 connections of the one benchmark user (the default limit is 100).
+        REALTIME_MAX_CONNECTIONS_PER_USER="1000000",
         JWT_ACCESS_TTL="86400",
     )
     env.update(overrides)

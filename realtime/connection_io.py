@@ -28,9 +28,13 @@ from realtime.loop_local import LoopLocal
 T = TypeVar("T")
 
 # Recently framed texts by identity: a broadcast reaches its subscribers one after the
-# other with the same ``str`` object, so a few entries serve a whole fan-out.
+# other with the same ``str`` object, so a few entries serve a whole fan-out. Bounded in
+# bytes as well (section 11): a text and its frame are both held, and a few huge replies
+# must not pin hundreds of MB for the whole process.
 WIRE_CACHE_SIZE = 16
+WIRE_CACHE_BYTES = 8 * 1024 * 1024
 wire_cache: dict[int, tuple[str, bytes]] = {}
+_wire_cache_bytes = 0
 
 
 # Past this many buffered bytes a connection's writes go out at once, so that pause_writing
@@ -116,10 +120,21 @@ def wire_bytes(text: str) -> bytes:
     if hit is not None and hit[0] is text:
         return hit[1]
     wire = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
-    if len(wire_cache) >= WIRE_CACHE_SIZE:
-        del wire_cache[next(iter(wire_cache))]
+    global _wire_cache_bytes
+    size = len(text) + len(wire)
+    if size > WIRE_CACHE_BYTES // 4:
+        return wire  # too big to keep: framing it again costs less than pinning it
+    while wire_cache and (len(wire_cache) >= WIRE_CACHE_SIZE or _wire_cache_bytes + size > WIRE_CACHE_BYTES):
+        old_text, old_wire = wire_cache.pop(next(iter(wire_cache)))
+        _wire_cache_bytes -= len(old_text) + len(old_wire)
     wire_cache[key] = (text, wire)  # holding ``text`` keeps its id from being reused
+    _wire_cache_bytes += size
     return wire
+
+
+def wire_cache_bytes() -> int:
+    """Bytes the broadcast frame cache holds now (texts and their frames)."""
+    return _wire_cache_bytes
 
 
 class MessageQueue(Generic[T]):

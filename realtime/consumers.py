@@ -31,6 +31,7 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from accounts.tokens import token_is_current
 from realtime import metrics
 from realtime.asgi_server import SEND_NOW
 from realtime.background import spawn
@@ -44,8 +45,9 @@ from realtime.origin import scope_origin
 from realtime.outbox import Outbox
 from realtime.protocol import CLOSE_CODE_FOR, CloseReason, Command, Immediate, ProtocolSession, render_push
 from realtime.protocol.errors import ProtocolError, RateLimited
+from realtime.protocol.sequence import SequenceTracker
 from realtime.session_deadlines import SessionDeadlines
-from realtime.session_log import SessionClose, SessionOpen, session_log
+from realtime.session_log import Opened, SessionClose, SessionOpen, session_log
 
 logger = logging.getLogger("realtime.connection")
 
@@ -69,6 +71,7 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
     user_id = 0
     password_hash = ""
     closing = False
+    released = False
     close_reason: str = ""
     messages_in = 0
     outbox: Outbox | None = None
@@ -90,6 +93,10 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
                     await self.dispatch(message)
         except StopConsumer:
             pass
+        finally:
+            # Whatever ended the loop (a bug, a cancelled task), the connection is freed:
+            # hub, gauge and session row. A no-op after an ordinary disconnect.
+            await self._release(None, "")
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' dispatch first closes stale database connections through a trip to the
@@ -114,18 +121,31 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
         failure: CloseReason | None = scope.get("auth_failure")
         user: Any = None
         if failure is None:
-            opened = await session_log().open(
-                SessionOpen(
-                    session_id=self.session_id,
-                    user_id=scope["auth_claims"].user_id,
-                    server_id=server_id(),
-                    remote_addr=str(client[0]),
-                    origin=scope_origin(scope) or "",
-                    user_agent=_header(scope, b"user-agent"),
+            try:
+                opened: Opened = await session_log().open(
+                    SessionOpen(
+                        session_id=self.session_id,
+                        user_id=scope["auth_claims"].user_id,
+                        server_id=server_id(),
+                        remote_addr=str(client[0]),
+                        origin=scope_origin(scope) or "",
+                        user_agent=_header(scope, b"user-agent"),
+                    )
                 )
-            )
+            except Exception as exc:
+                # A database fault is not an authentication answer: the client retries later.
+                self.log.error(
+                    "session could not be opened: database unavailable",
+                    extra={"event": "connect", "error": f"{type(exc).__name__}: {exc}"[:300]},
+                )
+                opened = CloseReason.TRY_AGAIN_LATER
             if isinstance(opened, CloseReason):
                 failure = opened
+            elif not token_is_current(scope["auth_claims"].token_version, opened):
+                # Issued before a password change (accounts/tokens.py): refused, its row closed.
+                failure = CloseReason.INVALID_TOKEN
+                with contextlib.suppress(Exception):  # else audit_connections closes it
+                    await session_log().close(SessionClose(self.session_id, 4401, failure.value, 0, 0))
             else:
                 user = opened
         if failure is not None:
@@ -147,8 +167,12 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
         if self._settings.rate_limit > 0:
             self._limiter = RateLimiter(self._settings.rate_limit, self._loop.time())
         self.log.extra = {**(self.log.extra or {}), "user": user.username, "user_id": user.pk}
-        self.protocol = ProtocolSession(is_staff=user.is_staff)
+        self.protocol = ProtocolSession(
+            is_staff=user.is_staff, sequence=SequenceTracker(max_bytes=self._settings.max_reply_bytes)
+        )
         self._hub = get_hub()
+        # Counted from here: every exit path from now on goes through _release, which uncounts.
+        metrics.OPEN_CONNECTIONS.inc()
         await self.accept()
         settings = self._settings
         await self.send_frame(
@@ -173,7 +197,6 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
         self.extend_session(scope["auth_claims"].expires_at)
         self.log.info("connected", extra={"event": "connect", "remote": str(client[0])})
         metrics.CONNECTS.inc()
-        metrics.OPEN_CONNECTIONS.inc()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         protocol = self.protocol
@@ -257,14 +280,19 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
             await self.outbox.reply(text)
 
     async def _send_text(self, text: str) -> None:
-        await self.base_send({"type": "websocket.send", "text": text})
+        try:
+            await self.base_send({"type": "websocket.send", "text": text})
+        except RuntimeError as exc:
+            # The server already closed the connection (keepalive timeout, invalid UTF-8, a
+            # frame over the size limit) and refuses sends: to the outbox the peer is gone.
+            raise ConnectionResetError(str(exc)) from exc
 
     def enqueue(self, frame: str) -> bool:
         """Queue a push (before connect; afterwards this is the outbox's ``push``, which refuses once closing)."""
         return self.outbox is not None and not self.closing and self.outbox.push(frame)
 
-    async def wait_for_room(self, frames: int) -> bool:
-        return self.outbox is not None and not self.closing and await self.outbox.wait_for_room(frames)
+    async def wait_for_room(self, frames: int, size: int = 0) -> bool:
+        return self.outbox is not None and not self.closing and await self.outbox.wait_for_room(frames, size)
 
     def _overflowed(self) -> None:
         assert self.outbox is not None
@@ -282,6 +310,10 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
         elif message["type"] == "kick":
             disabled = message.get("reason") == CloseReason.ACCOUNT_DISABLED.value
             spawn(self.close_with(CloseReason.ACCOUNT_DISABLED if disabled else CloseReason.KICKED))
+        elif message["type"] == "staff" and self.protocol is not None and self.protocol.is_staff != message["is_staff"]:
+            # The account's staff flag as the account watch read it (account_watch.py).
+            self.protocol.is_staff = self.user.is_staff = message["is_staff"]
+            self.log.info("staff status changed", extra={"event": "account", "is_staff": message["is_staff"]})
 
     async def close_with(self, reason: CloseReason) -> None:
         if self.closing:
@@ -291,8 +323,17 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
         self._cancel_timers()
         if self.outbox is not None:
             self.outbox.close()
-        with contextlib.suppress(OSError):  # the peer is already gone
-            await self.close(code=int(CLOSE_CODE_FOR[reason]), reason=reason.value)
+        code = int(CLOSE_CODE_FOR[reason])
+        try:
+            # A peer that stops reading leaves no room for the close frame, and the server's
+            # send waits for room: bounded, so that the connection is still freed.
+            async with asyncio.timeout(self._settings.heartbeat_timeout):
+                await self.close(code=code, reason=reason.value)
+        except TimeoutError:  # before OSError, its base class
+            self.log.warning("close handshake timed out: the peer does not read", extra={"event": "close"})
+            await self._release(code, reason.value)
+        except (OSError, RuntimeError):
+            pass  # the peer is already gone, or the server already closed the connection
 
     # Flow control --------------------------------------------------------------------
 
@@ -315,39 +356,42 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
     # Teardown ------------------------------------------------------------------------
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        code = message.get("code")
-        reason = message.get("reason") or self.close_reason
+        await self._release(message.get("code"), message.get("reason") or "")
+        raise StopConsumer()
+
+    async def _release(self, code: int | None, reason: str) -> None:
+        """Free everything the connection holds, exactly once, on every exit path."""
+        if self.released:
+            return
+        self.released = True
+        reason = reason or self.close_reason
         self.closing = True
         self._cancel_timers()
         if self.outbox is not None:
             self.outbox.close()
-        if self.protocol is not None:
-            self._hub.unregister(self, list(self.subscriptions.values()))
-            self.subscriptions.clear()
-            metrics.OPEN_CONNECTIONS.dec()
-            metrics.CLOSES.labels(str(code)).inc()
-            if self.outbox is not None:
-                metrics.QUEUE_HIGH_WATER.observe(self.outbox.queue.high_water)
-        if self.protocol is not None:
-            try:
-                await session_log().close(
-                    SessionClose(
-                        session_id=self.session_id,
-                        close_code=code,
-                        close_reason=reason,
-                        messages_in=self.messages_in,
-                        messages_out=self.outbox.sent if self.outbox else 0,
-                    )
-                )
-            finally:
-                self.log.info(
-                    "disconnected",
-                    extra={
-                        "event": "disconnect",
-                        "close_code": code,
-                        "close_reason": reason,
-                        "messages_in": self.messages_in,
-                        "messages_out": self.outbox.sent if self.outbox else 0,
-                    },
-                )
-        raise StopConsumer()
+        if self.protocol is None:
+            return  # refused at connect: nothing was registered, the row was never written
+        self._hub.unregister(self, list(self.subscriptions.values()))
+        self.subscriptions.clear()
+        metrics.OPEN_CONNECTIONS.dec()
+        metrics.CLOSES.labels(str(code)).inc()
+        if self.outbox is not None:
+            metrics.QUEUE_HIGH_WATER.observe(self.outbox.queue.high_water)
+        messages_out = self.outbox.sent if self.outbox else 0
+        close = SessionClose(self.session_id, code, reason, self.messages_in, messages_out)
+        try:
+            await session_log().close(close)
+        except Exception as exc:
+            # The row stays open until the server restarts or an audit closes it.
+            self.log.error("session row could not be closed", extra={"event": "disconnect", "error": repr(exc)[:300]})
+        finally:
+            self.log.info(
+                "disconnected",
+                extra={
+                    "event": "disconnect",
+                    "close_code": code,
+                    "close_reason": reason,
+                    "messages_in": self.messages_in,
+                    "messages_out": messages_out,
+                },
+            )

@@ -13,16 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from accounts.selectors import user_get_by_id, user_get_by_username
-from accounts.tokens import TokenRejected, access_token_verify
-from realtime.conf import server_id
+from accounts.tokens import TokenRejected, access_token_verify, token_is_current
+from realtime.conf import realtime_settings, server_id
 from realtime.event_log import Appended, iso_ms
-from realtime.fanout import Subscription, get_hub, read_since
+from realtime.fanout import Subscription, get_hub
+from realtime.history import HistoryPage, ahistory_page
+from realtime.models import Resource
 from realtime.protocol.close_codes import CloseReason
 from realtime.protocol.envelope import render_push
-from realtime.protocol.errors import Forbidden, NotFound, ValidationFailed
+from realtime.protocol.errors import Forbidden, LimitExceeded, NotFound, ValidationFailed
 from realtime.protocol.schemas import (
     AdminAnnounceData,
     AdminKickData,
@@ -37,7 +40,7 @@ from realtime.protocol.schemas import (
     StreamUnsubscribeData,
 )
 from realtime.protocol.streams import StreamKind, StreamName
-from realtime.sanitize import text_sanitize
+from realtime.sanitize import text_sanitize_async
 from realtime.selectors import aopen_sessions_elsewhere, aresource_get
 from realtime.services import amessage_publish, aresource_update, user_ref
 
@@ -69,8 +72,8 @@ def iso_utc(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _sanitized(text: str) -> str:
-    clean = text_sanitize(text)
+async def _sanitized(text: str) -> str:
+    clean = await text_sanitize_async(text)
     if not clean.strip():
         raise ValidationFailed("data.text: empty once markup is removed", fields={"text": "empty after sanitizing"})
     return clean
@@ -81,6 +84,13 @@ def _readable(conn: Connection, raw: str) -> StreamName:
     if not name.readable_by(conn.user_id):
         raise Forbidden(f"{name} belongs to another user")
     return name
+
+
+def resource_exists(resource_id: int) -> bool:
+    return Resource.objects.filter(pk=resource_id).exists()
+
+
+_resource_exists = database_sync_to_async(resource_exists)
 
 
 async def ping(conn: Connection, data: PingData, ref: str | None) -> dict[str, Any]:
@@ -103,6 +113,8 @@ async def auth_refresh(conn: Connection, data: AuthRefreshData, ref: str | None)
     if user is None or not user.is_active:
         await conn.close_with(CloseReason.ACCOUNT_DISABLED)
         raise Forbidden("account disabled")
+    if not token_is_current(claims.token_version, user):  # issued before a password change
+        raise ValidationFailed("data.token: revoked", fields={"token": "revoked"})
     conn.extend_session(claims.expires_at)
     return {"token_expires_at": iso_utc(claims.expires_at)}
 
@@ -111,8 +123,19 @@ async def stream_subscribe(conn: Connection, data: StreamSubscribeData, ref: str
     name = _readable(conn, data.stream)
     key = str(name)
     hub = get_hub()
-    previous = conn.subscriptions.pop(key, None)
-    if previous is not None:  # a re-subscribe replaces the old position
+    previous = conn.subscriptions.get(key)
+    if previous is None:
+        limit = realtime_settings().max_subscriptions
+        if len(conn.subscriptions) >= limit:
+            raise LimitExceeded(
+                f"this connection already follows {limit} streams; unsubscribe first",
+                limit="REALTIME_MAX_SUBSCRIPTIONS",
+            )
+        # Subscribing creates the stream: only for resources that exist (section 11).
+        if name.kind is StreamKind.RESOURCE and key not in hub.streams and not await _resource_exists(int(name.key)):
+            raise NotFound(f"resource {name.key} does not exist")
+    else:  # a re-subscribe replaces the old position
+        del conn.subscriptions[key]
         hub.detach(previous)
     state, info = await hub.attach(name, conn, fresh=data.since is not None)  # type: ignore[arg-type]
     assert state.head is not None
@@ -140,10 +163,10 @@ async def stream_unsubscribe(conn: Connection, data: StreamUnsubscribeData, ref:
     return {"stream": key}
 
 
-async def stream_history(conn: Connection, data: StreamHistoryData, ref: str | None) -> dict[str, Any]:
+async def stream_history(conn: Connection, data: StreamHistoryData, ref: str | None) -> dict[str, object]:
     name = _readable(conn, data.stream)
-    events = await read_since(str(name), data.since, data.limit)
-    return {"stream": str(name), "events": [event.as_push() for event in events]}
+    page: HistoryPage = await ahistory_page(str(name), data.since, data.limit, realtime_settings().max_reply_bytes)
+    return page.ack(str(name))
 
 
 def _ack_then_publish(appended: Appended, ack: dict[str, Any]) -> AckThen:
@@ -164,7 +187,7 @@ def _room(raw: str) -> StreamName:
 async def message_send(conn: Connection, data: MessageSendData, ref: str | None) -> AckThen:
     name = _room(data.stream)
     appended = await amessage_publish(
-        stream=name, event="message.new", sender=conn.user, client_id=ref, text=_sanitized(data.text)
+        stream=name, event="message.new", sender=conn.user, client_id=ref, text=await _sanitized(data.text)
     )
     return _ack_then_publish(appended, {"stream": appended.event.stream, "offset": appended.event.offset})
 
@@ -178,7 +201,7 @@ async def message_direct(conn: Connection, data: MessageDirectData, ref: str | N
         event="message.direct",
         sender=conn.user,
         client_id=ref,
-        text=_sanitized(data.text),
+        text=await _sanitized(data.text),
     )
     return _ack_then_publish(appended, {"stream": appended.event.stream, "offset": appended.event.offset})
 
@@ -197,7 +220,7 @@ async def resource_update(conn: Connection, data: ResourceUpdateData, ref: str |
 
 
 async def admin_announce(conn: Connection, data: AdminAnnounceData, ref: str | None) -> AckThen:
-    payload = {"text": _sanitized(data.text), "from": user_ref(conn.user), "ts": iso_ms(timezone.now())}
+    payload = {"text": await _sanitized(data.text), "from": user_ref(conn.user), "ts": iso_ms(timezone.now())}
     message = {"type": "push", "frame": render_push("system.announcement", payload)}
     hub = get_hub()
     elsewhere = await aopen_sessions_elsewhere(server_id()) if hub.multi_process else 0

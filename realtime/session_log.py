@@ -6,6 +6,11 @@ trip to the database thread as the session row. Both go through a :class:`DbBatc
 so a burst of connections costs one user query, one multi-row insert and one commit
 per batch instead of three round trips and a commit per connection. A session row is
 committed before its welcome is sent, as before.
+
+The same trip counts each connecting user's open sessions on live servers (section 11,
+``REALTIME_MAX_CONNECTIONS_PER_USER``): one indexed COUNT per batch. A database error is
+raised to the caller (the consumer closes 1013 ``try_again_later``); only a row that
+cannot be inserted for an integrity reason (its user was deleted) is ``invalid_token``.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.db import connection, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from realtime.conf import realtime_settings
 from realtime.db_batch import DbBatcher
 from realtime.loop_local import LoopLocal
 from realtime.models import ConnectionSession
 from realtime.protocol.close_codes import CloseReason
+from realtime.server_registry import servers_by_liveness
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +56,28 @@ class SessionClose:
 Opened = User | CloseReason  # the user, or why the handshake's token does not open a session
 
 
+def _open_counts(user_ids: set[int], opening_on: set[str]) -> dict[int, int]:
+    """Open sessions per user on the servers alive now (and those opening these), one indexed COUNT.
+
+    Sessions left open by a server that died are not counted: a crash must not lock its
+    users out until an audit closes them (``manage.py audit_connections``).
+    """
+    alive, _ = servers_by_liveness()
+    alive |= opening_on
+    rows = (
+        ConnectionSession.objects.filter(user_id__in=user_ids, disconnected_at__isnull=True, server_id__in=alive)
+        .order_by()
+        .values_list("user_id")
+        .annotate(open=models.Count("id"))
+    )
+    return dict(rows.values_list("user_id", "open"))
+
+
 def _open_sessions(requests: list[SessionOpen]) -> list[Opened]:
-    users = {user.pk: user for user in User.objects.filter(pk__in={r.user_id for r in requests})}
+    user_ids = {r.user_id for r in requests}
+    users = {user.pk: user for user in User.objects.filter(pk__in=user_ids)}
+    limit = realtime_settings().max_connections_per_user
+    counts = _open_counts(set(users), {r.server_id for r in requests})
     results: list[Opened] = []
     rows: list[tuple[int, SessionOpen]] = []  # with the index of the request's result
     for request in requests:
@@ -59,7 +86,10 @@ def _open_sessions(requests: list[SessionOpen]) -> list[Opened]:
             results.append(CloseReason.INVALID_TOKEN)
         elif not user.is_active:
             results.append(CloseReason.ACCOUNT_DISABLED)
+        elif counts.get(user.pk, 0) >= limit:
+            results.append(CloseReason.TOO_MANY_CONNECTIONS)
         else:
+            counts[user.pk] = counts.get(user.pk, 0) + 1  # the batch's earlier admissions count too
             rows.append((len(results), request))
             results.append(user)
     if not rows:
@@ -68,13 +98,13 @@ def _open_sessions(requests: list[SessionOpen]) -> list[Opened]:
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(_insert_sql(), [_insert_params(request, now) for _, request in rows])
-    except Exception:
+    except IntegrityError:
         # One bad row (say, a user deleted since the query) must not fail the others.
         for position, request in rows:
             try:
                 with transaction.atomic(), connection.cursor() as cursor:
                     cursor.execute(_insert_sql(), _insert_params(request, now))
-            except Exception:
+            except IntegrityError:
                 results[position] = CloseReason.INVALID_TOKEN
     return results
 

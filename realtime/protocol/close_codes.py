@@ -12,10 +12,12 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
     SLOW_CONSUMER = 1013
+    TRY_AGAIN_LATER = 1013  # the same code: the client reconnects with backoff either way
     UNAUTHORIZED = 4401
     FORBIDDEN = 4403
     IDLE_TIMEOUT = 4408
     RATE_LIMITED = 4429
+    TOO_MANY_CONNECTIONS = 4429
 
 
 class CloseReason(StrEnum):
@@ -24,6 +26,7 @@ class CloseReason(StrEnum):
     INTERNAL_ERROR = "internal_error"
     SERVICE_RESTART = "service_restart"
     SLOW_CONSUMER = "slow_consumer"
+    TRY_AGAIN_LATER = "try_again_later"
     TOKEN_EXPIRED = "token_expired"
     MISSING_TOKEN = "missing_token"
     INVALID_TOKEN = "invalid_token"
@@ -31,6 +34,7 @@ class CloseReason(StrEnum):
     KICKED = "kicked"
     IDLE_TIMEOUT = "idle_timeout"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
 
 
 CLOSE_CODE_FOR: dict[CloseReason, CloseCode] = {
@@ -39,6 +43,7 @@ CLOSE_CODE_FOR: dict[CloseReason, CloseCode] = {
     CloseReason.INTERNAL_ERROR: CloseCode.INTERNAL_ERROR,
     CloseReason.SERVICE_RESTART: CloseCode.SERVICE_RESTART,
     CloseReason.SLOW_CONSUMER: CloseCode.SLOW_CONSUMER,
+    CloseReason.TRY_AGAIN_LATER: CloseCode.TRY_AGAIN_LATER,
     CloseReason.TOKEN_EXPIRED: CloseCode.UNAUTHORIZED,
     CloseReason.MISSING_TOKEN: CloseCode.UNAUTHORIZED,
     CloseReason.INVALID_TOKEN: CloseCode.UNAUTHORIZED,
@@ -46,6 +51,7 @@ CLOSE_CODE_FOR: dict[CloseReason, CloseCode] = {
     CloseReason.KICKED: CloseCode.FORBIDDEN,
     CloseReason.IDLE_TIMEOUT: CloseCode.IDLE_TIMEOUT,
     CloseReason.RATE_LIMITED: CloseCode.RATE_LIMITED,
+    CloseReason.TOO_MANY_CONNECTIONS: CloseCode.TOO_MANY_CONNECTIONS,
 }
 
 # Closes after which a client should reconnect and resume from its offsets.

@@ -16,6 +16,7 @@ Anything else raised by a handler is reported as ``internal_error`` with no deta
     ├── Conflict              conflict          (+ current_version, current_data)
     ├── SequenceGap           sequence_gap      (+ expected)
     ├── RateLimited           rate_limited
+    ├── LimitExceeded         limit_exceeded    (+ limit)
     └── InternalError         internal_error
 """
 
@@ -37,6 +38,7 @@ class ErrorCode(StrEnum):
     CONFLICT = "conflict"
     SEQUENCE_GAP = "sequence_gap"
     RATE_LIMITED = "rate_limited"
+    LIMIT_EXCEEDED = "limit_exceeded"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -119,6 +121,16 @@ class SequenceGap(ProtocolError):
 class RateLimited(ProtocolError):
     code = ErrorCode.RATE_LIMITED
     default_message = "rate limited: wait for flow.resume"
+
+
+class LimitExceeded(ProtocolError):
+    """A per-connection limit of section 11 would be passed; ``limit`` names its setting."""
+
+    code = ErrorCode.LIMIT_EXCEEDED
+    default_message = "limit exceeded"
+
+    def __init__(self, message: str | None = None, *, limit: str, **data: object) -> None:
+        super().__init__(message, limit=limit, **data)
 
 
 class InternalError(ProtocolError):

@@ -20,6 +20,7 @@ from realtime.protocol.errors import (
     Forbidden,
     InternalError,
     InvalidEnvelope,
+    LimitExceeded,
     ProtocolError,
     SequenceGap,
     UnknownEvent,
@@ -29,6 +30,9 @@ from realtime.protocol.errors import (
 from realtime.protocol.events import EVENTS, EventSpec, Permission
 from realtime.protocol.schemas import validation_fields
 from realtime.protocol.sequence import SequenceTracker, SeqVerdict
+
+# The setting that bounds the retransmission cache's bytes (section 11), named in its error.
+REPLY_CACHE_LIMIT = "REALTIME_MAX_REPLY_BYTES"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,14 @@ class ProtocolSession:
             verdict = self.sequence.check(seq)
             if verdict is SeqVerdict.RETRANSMIT:
                 return Immediate(self.sequence.cached_reply(seq))
+            if verdict is SeqVerdict.EVICTED:
+                # Processed already (so not again), but its reply no longer fits in the cache.
+                evicted = LimitExceeded(
+                    f"seq {seq} was processed; its reply was dropped from the retransmission cache for size",
+                    limit=REPLY_CACHE_LIMIT,
+                    processed=True,
+                )
+                return Immediate(render_error(evicted, ref, seq), evicted, _event_of(parsed), ref, seq)
             if verdict is not SeqVerdict.ACCEPT:
                 assert self.sequence.expected is not None
                 gap = SequenceGap(expected=self.sequence.expected)

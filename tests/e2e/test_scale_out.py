@@ -100,7 +100,7 @@ async def test_multiple_clients_across_two_servers_receive_a_broadcast(server_fa
     for ws in clients:
         await recv_json(ws)
     await asyncio.gather(*(_subscribe(ws, stream) for ws in clients))
-    publisher = await _client(a)
+    publisher = await _client(a, "bob")  # alice holds REALTIME_MAX_CONNECTIONS_PER_USER (100) sessions
     await _publish(publisher, stream, ["hello everyone"])
     firsts = await asyncio.gather(*(_collect(ws, 1) for ws in clients))
     assert all(f[0]["offset"] == 1 and f[0]["data"]["text"] == "hello everyone" for f in firsts)

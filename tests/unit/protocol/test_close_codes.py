@@ -13,6 +13,7 @@ CONTRACT = [
     (1011, "internal_error", True),
     (1012, "service_restart", True),
     (1013, "slow_consumer", True),
+    (1013, "try_again_later", True),
     (4401, "token_expired", False),
     (4401, "missing_token", False),
     (4401, "invalid_token", False),
@@ -20,6 +21,7 @@ CONTRACT = [
     (4403, "kicked", False),
     (4408, "idle_timeout", False),
     (4429, "rate_limited", True),
+    (4429, "too_many_connections", True),
 ]
 
 

@@ -38,6 +38,7 @@ CONTRACT_CODES = {
     "conflict",
     "sequence_gap",
     "rate_limited",
+    "limit_exceeded",
     "internal_error",
 }
 
@@ -142,6 +143,8 @@ def test_every_error_renders_as_an_error_frame(cls):
         kwargs = {"expected": 1}
     elif cls is Conflict:
         kwargs = {"current_version": 1, "current_data": None}
+    elif cls is errors.LimitExceeded:
+        kwargs = {"limit": "REALTIME_MAX_SUBSCRIPTIONS"}
     frame = json.loads(render_error(cls(**kwargs), "r"))
     assert frame["event"] == "error"
     assert frame["ref"] == "r"

@@ -93,3 +93,59 @@ def test_trackers_are_independent():
     assert not second.in_use
     assert second.check(7) is SeqVerdict.ACCEPT
     assert first.expected == 2
+
+
+# Issue 13: the retransmission cache is bounded in bytes too (PROTOCOL.md section 11).
+
+
+def test_small_replies_keep_the_last_100_within_the_byte_bound():
+    """Section 5: at least the last 100 replies are retransmitted as sent while they fit the byte bound"""
+    tracker = SequenceTracker(max_bytes=100 * 20)
+    for seq in range(250):
+        tracker.check(seq)
+        tracker.record(seq, f"reply-{seq:013d}")  # 19 characters
+    assert all(tracker.check(seq) is SeqVerdict.RETRANSMIT for seq in range(150, 250))
+    assert tracker.cached_reply(150) == f"reply-{150:013d}"
+    assert tracker.check(149) is SeqVerdict.STALE
+    assert tracker.cached_bytes == 100 * 19
+
+
+def test_big_replies_are_evicted_oldest_first_past_the_byte_bound():
+    """Section 11: every cached reply counts against a byte bound; the oldest texts go first"""
+    tracker = SequenceTracker(max_bytes=1000)
+    for seq in range(1, 11):
+        tracker.record(seq, str(seq % 10) * 300)
+    assert tracker.cached_bytes == 900
+    assert [tracker.check(seq) for seq in (8, 9, 10)] == [SeqVerdict.RETRANSMIT] * 3
+    # older ones were processed: not stale (that would ask for a resend), but their text is gone
+    assert [tracker.check(seq) for seq in range(1, 8)] == [SeqVerdict.EVICTED] * 7
+    with pytest.raises(KeyError):
+        tracker.cached_reply(1)
+    assert tracker.check(11) is SeqVerdict.ACCEPT
+
+
+def test_the_newest_reply_is_kept_even_when_it_alone_exceeds_the_bound():
+    """Section 11: a reply larger than the bound still answers its own retransmission"""
+    tracker = SequenceTracker(max_bytes=100)
+    tracker.record(1, "a" * 50)
+    tracker.record(2, "b" * 500)
+    assert tracker.check(2) is SeqVerdict.RETRANSMIT
+    assert tracker.check(1) is SeqVerdict.EVICTED
+    assert tracker.cached_bytes == 500
+    tracker.record(3, "c" * 10)
+    assert tracker.cached_bytes == 10
+    assert (tracker.check(2), tracker.check(3)) == (SeqVerdict.EVICTED, SeqVerdict.RETRANSMIT)
+
+
+def test_byte_accounting_holds_when_seqs_leave_by_count_and_by_size():
+    """Section 11: the cache's byte count never drifts: it always equals the texts it holds"""
+    tracker = SequenceTracker(max_bytes=5000)
+    for seq in range(1000):
+        tracker.record(seq, "x" * (1 + (seq * 37) % 400))
+        held = [
+            tracker.cached_reply(s)
+            for s in range(max(0, seq - 99), seq + 1)
+            if tracker.check(s) is SeqVerdict.RETRANSMIT
+        ]
+        assert tracker.cached_bytes == sum(map(len, held)) <= max(5000, len(held[-1]))
+    assert sum(1 for s in range(1000) if tracker.check(s) is not SeqVerdict.STALE) == REPLY_CACHE_SIZE

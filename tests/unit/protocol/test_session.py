@@ -290,13 +290,14 @@ def test_echo_of_deeply_nested_object_gets_a_reply(session):
     """Events: echo any object -> ack with the same object; every message gets exactly one reply.
 
     The parser accepts nesting up to orjson's read limit (1024), but orjson refuses to
-    *write* more than 254 levels, so ``complete`` must not raise for data the session accepted.
+    *write* more than 254 levels: data nested deeper than the documented maximum (64) is
+    refused at the door with one ``validation_error`` that keeps ``ref`` and ``seq`` (issue 13).
     """
     depth = 300
     data = {"x": json.loads("[" * depth + "]" * depth)}
-    cmd = command_of(session.receive_text(frame(event="echo", id="deep", seq=0, data=data)))
-    reply = json.loads(session.complete(cmd, cmd.data))
-    assert reply["event"] in {"ack", "error"}
+    reply = reply_of(session.receive_text(frame(event="echo", id="deep", seq=0, data=data)))
+    assert (reply["event"], reply["data"]["code"]) == ("error", "validation_error")
+    assert reply["data"]["fields"] == {"x" + ".0" * 63: "nested too deep"}
     assert reply["ref"] == "deep"
     assert reply["seq"] == 0
 
@@ -478,3 +479,26 @@ def test_sessions_do_not_share_sequence_state():
     assert ping(second, seq=0)["event"] == "ack"
     assert ping(second)["data"]["code"] == "invalid_envelope"
     assert ping(first, seq=2)["event"] == "ack"
+
+
+def test_retransmission_of_a_reply_evicted_for_size_is_limit_exceeded_and_not_processed():
+    """Section 11 / issue 13: a seq whose cached reply was dropped for size is answered
+    limit_exceeded naming REALTIME_MAX_REPLY_BYTES with processed: true, and not run again"""
+    from realtime.protocol.sequence import SequenceTracker
+
+    session = ProtocolSession(sequence=SequenceTracker(max_bytes=2000))
+    for seq in (1, 2, 3):
+        command = session.receive_text(
+            json.dumps({"event": "echo", "id": f"e{seq}", "seq": seq, "data": {"b": "x" * 900}})
+        )
+        assert isinstance(command, Command)
+        session.complete(command, command.data)
+    again = session.receive_text(json.dumps({"event": "echo", "id": "e1", "seq": 1, "data": {}}))
+    assert isinstance(again, Immediate)
+    frame = json.loads(again.reply)
+    assert (frame["event"], frame["ref"], frame["seq"]) == ("error", "e1", 1)
+    assert frame["data"]["code"] == "limit_exceeded"
+    assert (frame["data"]["limit"], frame["data"]["processed"]) == ("REALTIME_MAX_REPLY_BYTES", True)
+    kept = session.receive_text(json.dumps({"event": "echo", "id": "e3", "seq": 3, "data": {}}))
+    assert isinstance(kept, Immediate)
+    assert json.loads(kept.reply)["data"] == {"b": "x" * 900}
