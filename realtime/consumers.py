@@ -30,6 +30,7 @@ from typing import Any
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import InterfaceError, OperationalError
 
 from accounts.tokens import token_is_current
 from realtime import metrics
@@ -52,6 +53,8 @@ from realtime.session_log import Opened, SessionClose, SessionOpen, session_log
 logger = logging.getLogger("realtime.connection")
 
 PROTOCOL_VERSION = 1
+# The database is failing (restarting, unreachable, locked past the timeout), not the request.
+DATABASE_FAULTS = (OperationalError, InterfaceError)
 
 
 def _number(value: float) -> float | int:
@@ -132,13 +135,16 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
                         user_agent=_header(scope, b"user-agent"),
                     )
                 )
-            except Exception as exc:
+            except DATABASE_FAULTS as exc:
                 # A database fault is not an authentication answer: the client retries later.
                 self.log.error(
                     "session could not be opened: database unavailable",
                     extra={"event": "connect", "error": f"{type(exc).__name__}: {exc}"[:300]},
                 )
                 opened = CloseReason.TRY_AGAIN_LATER
+            except Exception:
+                self.log.exception("session could not be opened", extra={"event": "connect"})
+                opened = CloseReason.INTERNAL_ERROR
             if isinstance(opened, CloseReason):
                 failure = opened
             elif not token_is_current(scope["auth_claims"].token_version, opened):
@@ -243,6 +249,15 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
     async def _run(self, protocol: ProtocolSession, command: Command) -> str:
         try:
             result = await HANDLERS[command.event](self, command.data, command.ref)
+        except DATABASE_FAULTS as exc:
+            # Not a bug and nothing was acked: the client reconnects with backoff and sends the
+            # message again with its id, which stores it once (an internal_error would drop it).
+            self.log.warning(
+                "database unavailable; closing so the client retries",
+                extra={"event": command.event, "ref": command.ref, "error": f"{type(exc).__name__}: {exc}"[:300]},
+            )
+            await self.close_with(CloseReason.TRY_AGAIN_LATER)
+            return ""
         except Exception as exc:
             if isinstance(exc, ProtocolError):
                 self._log_error(exc, command.event, command.ref, command.seq)
@@ -264,6 +279,11 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
     async def _follow_up(self, follow_up: Awaitable[None], command: Command) -> None:
         try:
             await follow_up
+        except DATABASE_FAULTS as exc:  # a replay cut by a database fault: the client resumes
+            self.log.warning(
+                "follow-up failed: database unavailable", extra={"event": command.event, "error": str(exc)[:300]}
+            )
+            await self.close_with(CloseReason.TRY_AGAIN_LATER)
         except Exception:
             self.log.exception("follow-up failed", extra={"event": command.event, "ref": command.ref})
             await self.close_with(CloseReason.INTERNAL_ERROR)
