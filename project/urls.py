@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from realtime import demo, views
+from realtime import demo, protocol_docs, views
 from realtime.api import ResourceDetailView, ResourceListView
 from realtime.metrics import metrics_view
 
@@ -15,4 +16,8 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("ws/", views.websocket_required, name="websocket_required"),
     path("demo/", demo.demo_page, name="demo"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="openapi_schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi_schema"), name="swagger_ui"),
+    path("docs/protocol/", protocol_docs.protocol_page, name="protocol_docs"),
+    path("docs/asyncapi.json", protocol_docs.asyncapi_json, name="asyncapi_json"),
 ]

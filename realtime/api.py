@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError
 from rest_framework.generics import get_object_or_404
@@ -20,6 +22,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from realtime.models import Resource
+from realtime.openapi import (
+    ConflictSerializer,
+    ErrorDetailSerializer,
+    FieldErrorsSerializer,
+    ResourcePageSerializer,
+    ResourceSerializer,
+)
 from realtime.protocol.errors import Conflict, NotFound
 from realtime.protocol.json_safety import dotted, json_problem
 from realtime.selectors import resource_as_dict
@@ -65,6 +74,26 @@ class ResourceUpdateSerializer(serializers.Serializer[Any]):
     data = _ResourceData()  # type: ignore[assignment]
 
 
+_UNAUTHORIZED = {401: ErrorDetailSerializer}
+_PAGE_PARAMETERS = [
+    OpenApiParameter("limit", OpenApiTypes.INT, description=f"page size (at most {MAX_PAGE_SIZE})"),
+    OpenApiParameter("offset", OpenApiTypes.INT, description="resources to skip"),
+]
+
+
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="resources_list",
+        summary="List resources",
+        parameters=_PAGE_PARAMETERS,
+        responses={200: ResourcePageSerializer, **_UNAUTHORIZED},
+    ),
+    post=extend_schema(
+        summary="Create a resource (version 1)",
+        request=ResourceCreateSerializer,
+        responses={201: ResourceSerializer, 400: FieldErrorsSerializer, **_UNAUTHORIZED},
+    ),
+)
 class ResourceListView(APIView):
     parser_classes = (BoundedJSONParser,)
 
@@ -81,6 +110,24 @@ class ResourceListView(APIView):
         return Response(resource_as_dict(resource), status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        summary="Read a resource", responses={200: ResourceSerializer, 404: ErrorDetailSerializer, **_UNAUTHORIZED}
+    ),
+    put=extend_schema(
+        summary="Update a resource at its current version",
+        description="Stores data as version + 1 and publishes resource.updated to resource:ID; "
+        "a stale version is 409 with what is stored now.",
+        request=ResourceUpdateSerializer,
+        responses={
+            200: ResourceSerializer,
+            400: FieldErrorsSerializer,
+            404: ErrorDetailSerializer,
+            409: ConflictSerializer,
+            **_UNAUTHORIZED,
+        },
+    ),
+)
 class ResourceDetailView(APIView):
     parser_classes = (BoundedJSONParser,)
 
