@@ -31,6 +31,8 @@ from realtime.openapi import (
 )
 from realtime.protocol.errors import Conflict, NotFound
 from realtime.protocol.json_safety import dotted, json_problem
+from realtime.protocol.streams import StreamName
+from realtime.publishing import PublishRefused, position, positions
 from realtime.selectors import resource_as_dict
 from realtime.services import publish_from_sync, resource_create, resource_update
 
@@ -75,10 +77,26 @@ class ResourceUpdateSerializer(serializers.Serializer[Any]):
 
 
 _UNAUTHORIZED = {401: ErrorDetailSerializer}
+_POSITION_PARAMETER = OpenApiParameter(
+    "position",
+    OpenApiTypes.BOOL,
+    description="add position {offset, epoch} of resource:ID, read before the resource: "
+    "stream.subscribe with since=offset and epoch then replays every later update",
+)
 _PAGE_PARAMETERS = [
     OpenApiParameter("limit", OpenApiTypes.INT, description=f"page size (at most {MAX_PAGE_SIZE})"),
     OpenApiParameter("offset", OpenApiTypes.INT, description="resources to skip"),
+    _POSITION_PARAMETER,
 ]
+
+
+def _wants_position(request: Request) -> bool:
+    # Opt-in: the contract's resource shape (section 7) stays exactly as it was for everyone else.
+    return request.query_params.get("position", "").lower() in ("1", "true", "yes")
+
+
+def _positioned(resource: dict[str, Any], at: tuple[int, str]) -> dict[str, Any]:
+    return {**resource, "position": {"offset": at[0], "epoch": at[1]}}
 
 
 @extend_schema_view(
@@ -101,7 +119,18 @@ class ResourceListView(APIView):
         paginator = ResourcePagination()
         queryset = Resource.objects.select_related("updated_by").order_by("id")
         page = paginator.paginate_queryset(queryset, request, view=self) or []
-        return paginator.get_paginated_response([resource_as_dict(r) for r in page])
+        if not _wants_position(request):
+            return paginator.get_paginated_response([resource_as_dict(r) for r in page])
+        # Positions first, then the rows read again: a row read before its position could miss
+        # an update committed in between, at an offset the position already counts.
+        at = positions([str(StreamName.resource(r.pk)) for r in page])
+        fresh = queryset.in_bulk([r.pk for r in page])
+        results = [
+            _positioned(resource_as_dict(fresh[r.pk]), at[str(StreamName.resource(r.pk))])
+            for r in page
+            if r.pk in fresh
+        ]
+        return paginator.get_paginated_response(results)
 
     def post(self, request: Request) -> Response:
         serializer = ResourceCreateSerializer(data=request.data)
@@ -112,7 +141,9 @@ class ResourceListView(APIView):
 
 @extend_schema_view(
     get=extend_schema(
-        summary="Read a resource", responses={200: ResourceSerializer, 404: ErrorDetailSerializer, **_UNAUTHORIZED}
+        summary="Read a resource",
+        parameters=[_POSITION_PARAMETER],
+        responses={200: ResourceSerializer, 404: ErrorDetailSerializer, **_UNAUTHORIZED},
     ),
     put=extend_schema(
         summary="Update a resource at its current version",
@@ -132,7 +163,16 @@ class ResourceDetailView(APIView):
     parser_classes = (BoundedJSONParser,)
 
     def get(self, request: Request, pk: int) -> Response:
-        return Response(resource_as_dict(get_object_or_404(Resource.objects.select_related("updated_by"), pk=pk)))
+        queryset = Resource.objects.select_related("updated_by")
+        if not _wants_position(request):
+            return Response(resource_as_dict(get_object_or_404(queryset, pk=pk)))
+        # The position is read before the row: every update committed after that read has a
+        # higher offset and is replayed by since=offset; one committed before it is in the row.
+        try:
+            at = position(str(StreamName.resource(pk)))
+        except (NotFound, PublishRefused):  # no such resource, or an id no stream can name
+            return Response({"code": "not_found", "detail": f"resource {pk} does not exist"}, status=404)
+        return Response(_positioned(resource_as_dict(get_object_or_404(queryset, pk=pk)), at))
 
     def put(self, request: Request, pk: int) -> Response:
         serializer = ResourceUpdateSerializer(data=request.data)

@@ -145,11 +145,18 @@ class RealtimeClient(Outbox):
 
     # Calls and subscriptions -----------------------------------------------------------------
 
-    async def subscribe(self, stream: str, since: int | None = None) -> Subscription:
-        """Follow ``stream`` (from ``since``, or live from the head); see :class:`Subscription`."""
+    async def subscribe(self, stream: str, since: int | None = None, epoch: str | None = None) -> Subscription:
+        """Follow ``stream`` (from ``since``, or live from the head); see :class:`Subscription`.
+
+        ``since`` and ``epoch`` together are a position read before loading state (the REST
+        API's ``?position=1``, ``realtime.position()``): if the stream's epoch is no longer
+        ``epoch`` the subscription ends with ``not_recovered`` instead of replaying.
+        """
         if stream in self.subscriptions:
             raise ValueError(f"already subscribed to {stream}")
-        sub = Subscription(self, stream, since)
+        if epoch is not None and since is None:
+            raise ValueError("epoch: only meaningful with since (a position is an offset and an epoch)")
+        sub = Subscription(self, stream, since, epoch)
         self.subscriptions[stream] = sub
 
         def on_reply(ack: Any, error: RealtimeError | None) -> None:

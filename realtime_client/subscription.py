@@ -49,11 +49,11 @@ class Subscription(AsyncIterator[Frame]):
     when a resume is answered ``recovered: false``, or the reason the client stopped.
     """
 
-    def __init__(self, owner: Owner, stream: str, since: int | None) -> None:
+    def __init__(self, owner: Owner, stream: str, since: int | None, epoch: str | None = None) -> None:
         self._owner = owner
         self.stream = stream
         self.since = since
-        self.epoch: str | None = None
+        self.epoch: str | None = epoch
         self.phase = Phase.SUBSCRIBING
         self._buffer = ReorderBuffer()
         self._queue: asyncio.Queue[Frame | _End] = asyncio.Queue()
@@ -97,7 +97,12 @@ class Subscription(AsyncIterator[Frame]):
     def subscribe_data(self) -> dict[str, Any]:
         """``stream.subscribe`` data: the first subscribe, or a resume from the last offset."""
         if self.phase is Phase.SUBSCRIBING:
-            return {"stream": self.stream} if self.since is None else {"stream": self.stream, "since": self.since}
+            if self.since is None:
+                return {"stream": self.stream}
+            first: dict[str, Any] = {"stream": self.stream, "since": self.since}
+            if self.epoch is not None:  # a snapshot's position: refuse to replay another epoch
+                first["epoch"] = self.epoch
+            return first
         data: dict[str, Any] = {"stream": self.stream, "since": self.last_offset}
         if self.epoch is not None:
             data["epoch"] = self.epoch

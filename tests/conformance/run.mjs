@@ -283,6 +283,7 @@ async function play(module, options, steps) {
         const outcome = (subs[arg.stream] = { done: false, offsets: [] });
         subscriptions[arg.stream] = client.subscribe(arg.stream, {
           since: arg.since ?? null,
+          epoch: arg.epoch ?? null,
           onEvent: (/** @type {any} */ frame) => outcome.offsets.push(frame.offset),
           onEnd: (/** @type {any} */ error) => Object.assign(outcome, { done: true, error: error ? error.code : null }),
         });

@@ -62,6 +62,8 @@
  * @typedef {object} SubscribeOptions
  * @property {number | null} [since] replay every event after this offset, then live; omitted:
  *   live from the stream's head
+ * @property {string | null} [epoch] with `since`: the stream's epoch of a snapshot's position
+ *   (REST `?position=1`); another epoch now ends the subscription with `not_recovered`
  * @property {(frame: PushFrame) => void} [onEvent] each push of the stream, in offset order, once
  * @property {(error: RealtimeError | null) => void} [onEnd] the subscription ended: null after
  *   `unsubscribe()` / `close()`, else why (`not_recovered`: reload the state, `forbidden`, ...)
@@ -306,8 +308,8 @@ export class Subscription {
     this._client = client;
     this.stream = stream;
     this.since = since;
-    /** @type {string | null} */
-    this.epoch = null;
+    /** @type {string | null} a snapshot's epoch on the first subscribe, then the server's */
+    this.epoch = options.epoch ?? null;
     /** @type {"subscribing" | "live" | "resuming" | "ended"} */
     this.phase = "subscribing";
     /** @type {RealtimeError | null} why it ended, when it ended with an error */
@@ -350,7 +352,11 @@ export class Subscription {
   /** @returns {Record<string, any>} the first subscribe, or a resume from the last offset */
   _subscribeData() {
     if (this.phase === "subscribing") {
-      return this.since === null ? { stream: this.stream } : { stream: this.stream, since: this.since };
+      if (this.since === null) return { stream: this.stream };
+      /** @type {Record<string, any>} */
+      const first = { stream: this.stream, since: this.since };
+      if (this.epoch !== null) first.epoch = this.epoch; // a snapshot's position: no replay of another epoch
+      return first;
     }
     /** @type {Record<string, any>} */
     const data = { stream: this.stream, since: this.lastOffset };
@@ -675,6 +681,9 @@ export class RealtimeClient {
   subscribe(stream, options = {}) {
     if (this.subscriptions.has(stream)) throw new Error(`already subscribed to ${stream}`);
     const since = options.since ?? null;
+    if ((options.epoch ?? null) !== null && since === null) {
+      throw new Error("epoch: only meaningful with since (a position is an offset and an epoch)");
+    }
     const sub = new Subscription(this, stream, since, options);
     this.subscriptions.set(stream, sub);
     sub.ready = new Promise((resolve, reject) => {

@@ -209,7 +209,7 @@ class Player:
         async def run() -> None:
             try:
                 sub = self.subscriptions[arg["stream"]] = await self.client.subscribe(
-                    arg["stream"], since=arg.get("since")
+                    arg["stream"], since=arg.get("since"), epoch=arg.get("epoch")
                 )
                 async for frame in sub:
                     outcome.offsets.append(frame["offset"])
