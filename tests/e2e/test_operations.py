@@ -79,6 +79,10 @@ async def test_realtime_stats_and_trace_connection(server_factory, e2e_db: E2EDa
     assert stats.returncode == 0, stats.stderr
     assert f":{srv.port}\talive" in stats.stdout
     assert f"  {stream}\t1" in stats.stdout
+    watched = manage(e2e_db.url, "realtime_stats", "--top", "100000", "--watch", "0.2", "--count", "3")
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout.count("(every 0.2 s)") == 3  # three refreshed views, not redrawn off a terminal
+    assert watched.stdout.count(f"  {stream}\t1") == 3
 
     srv.stop()
     trace = manage(e2e_db.url, "trace_connection", session_id, "--log", str(srv.log_path))
