@@ -276,6 +276,16 @@ def manage(database_url: str, *args: str, check: bool = False) -> subprocess.Com
     )
 
 
+def create_user(database_url: str, username: str, password: str = PASSWORD) -> int:
+    """A user in a test's own database (migrated already); returns its id."""
+    code = (
+        "from accounts.models import User\n"
+        f"print('ID=%d' % User.objects.create_user(username={username!r}, password={password!r}).pk)\n"
+    )
+    out = manage(database_url, "shell", "-c", code, check=True).stdout
+    return int(next(line for line in out.splitlines() if line.startswith("ID="))[3:])
+
+
 @contextlib.contextmanager
 def migrated_database(prefix: str, scratch: Path) -> Iterator[str]:
     """A fresh, migrated database shared by real processes: a new PostgreSQL database when the

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,15 +22,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import scaled
 from tests.e2e.helpers import (
-    PASSWORD,
-    PYTHON,
-    REPO,
     ServerProcess,
     base_env,
     call,
     connect,
+    create_user,
     db_query,
     expect_close,
+    manage,
     mint_token,
     recv_json,
 )
@@ -49,16 +47,8 @@ def private_postgres() -> Iterator[PostgresServer]:
 
 
 def _seed(database_url: str) -> int:
-    script = (
-        "from accounts.models import User\n"
-        f"print('ID=%d' % User.objects.create_user(username='dora', password={PASSWORD!r}).pk)\n"
-    )
-    env = base_env(database_url)
-    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True)
-    out = subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c", script], cwd=REPO, env=env, check=True, capture_output=True, text=True
-    ).stdout
-    return int(next(line for line in out.splitlines() if line.startswith("ID="))[3:])
+    manage(database_url, "migrate", "--noinput", "-v0", check=True)
+    return create_user(database_url, "dora")
 
 
 async def _connect_when_ready(server: ServerProcess, token: str) -> ClientConnection:

@@ -29,6 +29,7 @@ from tests.e2e.helpers import (
     ServerProcess,
     base_env,
     connect,
+    create_user,
     db_query,
     expect_close,
     mint_token,
@@ -187,17 +188,9 @@ def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ser
     path = scratch / "fault.sqlite3"
     url = f"sqlite:///{path}?timeout=1"
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=base_env(url), check=True)
-    code = "from accounts.models import User; print(User.objects.create_user(username='dora', password='x').pk)"
-    out = subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c", code],
-        cwd=REPO,
-        env=base_env(url),
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    user_id = create_user(url, "dora")
     srv = ServerProcess(env=base_env(url), log_path=scratch / "server.log").start()
-    yield srv, path, int(out.strip().splitlines()[-1])
+    yield srv, path, user_id
     srv.stop()
 
 
