@@ -1,5 +1,10 @@
-"""Login throttling (PROTOCOL.md section 11): HTTP 429 after too many attempts for one
-username (REALTIME_LOGIN_RATE) or from one client address (REALTIME_LOGIN_ADDRESS_RATE).
+"""Login throttling (docs/protocol.md section 12): HTTP 429 after too many failed attempts for
+one username (REALTIME_LOGIN_RATE) or from one client address (REALTIME_LOGIN_ADDRESS_RATE).
+
+Only failures count (a wrong password, an unknown user): guessing is what the limit is
+for, and an application or a test suite that signs in correctly and often, from one
+address, must never be refused. A throttled address or username is refused even with the
+right password until its window has room again.
 
 Counters live in Django's cache: Redis when REDIS_URL is set, so every server counts
 against the same budget. Should the cache fail, login is not throttled rather than
@@ -21,12 +26,42 @@ logger = logging.getLogger("realtime.accounts")
 
 
 class _LoginThrottle(SimpleRateThrottle):
+    # Set by SimpleRateThrottle.__init__ from the rate (the type stubs do not declare them).
+    num_requests: int
+    duration: int
+
     def allow_request(self, request: Request, view: Any) -> bool:
+        """Refuse while the window holds ``num_requests`` failures; record nothing here."""
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
         try:
-            return bool(super().allow_request(request, view))
+            self.history = self.cache.get(self.key, [])
         except (RedisError, OSError):
             logger.warning("login throttle unavailable; allowing the attempt", exc_info=True)
             return True
+        self.now = self.timer()
+        while self.history and self.history[-1] <= self.now - self.duration:
+            self.history.pop()
+        if len(self.history) >= self.num_requests:
+            return bool(self.throttle_failure())
+        return True
+
+    def record_failure(self, request: Request, view: Any) -> None:
+        """A failed login: one more entry in the window of this throttle's key."""
+        if self.rate is None:
+            return
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return
+        now = self.timer()
+        try:
+            history = [moment for moment in self.cache.get(key, []) if moment > now - self.duration]
+            self.cache.set(key, [now, *history], self.duration)
+        except (RedisError, OSError):
+            logger.warning("login throttle unavailable; a failed attempt was not counted", exc_info=True)
 
 
 class LoginAddressThrottle(_LoginThrottle):

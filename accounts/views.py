@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView
 
 from accounts.throttling import LoginAddressThrottle, LoginUsernameThrottle
@@ -21,6 +25,16 @@ class LoginView(TokenObtainPairView):
     """POST {"username","password"} -> {"access","refresh"}; 429 when throttled."""
 
     throttle_classes = (LoginAddressThrottle, LoginUsernameThrottle)
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        # Every answer passes here, the 401 that simplejwt raises for wrong credentials too:
+        # only failures count against the throttles (accounts/throttling.py).
+        if response.status_code == 401:
+            for throttle in self.get_throttles():
+                if isinstance(throttle, (LoginAddressThrottle, LoginUsernameThrottle)):
+                    throttle.record_failure(request, self)
+        finalized: Response = super().finalize_response(request, response, *args, **kwargs)
+        return finalized
 
 
 @extend_schema(responses={200: _TOKEN_PAIR, 401: _DETAIL})

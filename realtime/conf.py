@@ -91,7 +91,7 @@ class RealtimeSettings:
     retention_hours: float = 24.0
     server_heartbeat_interval: float = 10.0
     metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
-    # Login attempts (POST /api/auth/token/) per username and per client address.
+    # Failed login attempts (POST /api/auth/token/) per username and per client address.
     login_rate: str = "10/min"
     login_address_rate: str = "30/min"
     # Issue 14: how long the core Redis layer keeps a group member that is not refreshed.

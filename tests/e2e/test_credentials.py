@@ -347,8 +347,9 @@ def test_login_is_throttled_per_username_and_per_address_across_servers(
     server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     """Hostile clients: password guessing gets HTTP 429 with Retry-After after REALTIME_LOGIN_RATE
-    attempts for one username, and after REALTIME_LOGIN_ADDRESS_RATE attempts from one address;
-    two servers on one Redis share the budget (a second server does not double it)."""
+    failed attempts for one username, and after REALTIME_LOGIN_ADDRESS_RATE failures from one
+    address; two servers on one Redis share the budget (a second server does not double it).
+    Correct logins never count: a client that signs in often from one address is not refused."""
     redis = RedisServer(port=free_port(), workdir=tmp_path).start()
     try:
         rates = {"REALTIME_LOGIN_RATE": "3/min", "REALTIME_LOGIN_ADDRESS_RATE": "6/min", "REDIS_URL": redis.url}
@@ -359,8 +360,11 @@ def test_login_is_throttled_per_username_and_per_address_across_servers(
         )
         assert status == 429, body
         assert int({k.lower(): v for k, v in headers.items()}["retry-after"]) > 0
-        # Another username from the same address: allowed until the address's budget (6) is spent.
-        assert [_login(s, "bob")[0] for s in (one, two, one)] == [200, 200, 429]
+        # Successful logins from the same address, well past both budgets: none is refused.
+        assert [_login(s, "admin")[0] for s in (one, two) * 5] == [200] * 10
+        # Failures of another username spend the address's budget (6): then even bob is refused.
+        assert [_login(s, "bob", "wrong")[0] for s in (one, two, one)] == [401, 401, 401]
+        assert _login(two, "bob")[0] == 429
     finally:
         redis.kill()
 
