@@ -4,9 +4,11 @@ Pure functions of an environment mapping (no Django), so the rules are unit-test
 bad value stops the process at start with the variable named.
 
 - ``DJANGO_SECRET_KEY`` signs sessions, CSRF tokens and (with HS256) JWTs. With debug off it
-  is required, at least 50 characters with 5 distinct ones (Django's deployment check), and
-  never a key that was ever written in this repository: a public key lets anyone mint a
-  token for any user. With debug on and no key, each process makes up a random one.
+  is required and never a key that was ever written in this repository: a public key lets
+  anyone mint a token for any user. A short or repetitive key (under 50 characters or 5
+  distinct ones, Django's deployment check) or one of Django's ``django-insecure-`` keys is
+  the operator's own secret, so it starts, with a warning on stderr; ``check --deploy``
+  fails on it. With debug on and no key, each process makes up a random one.
 - ``JWT_ALGORITHM`` is ``HS256`` (default; signed with ``DJANGO_SECRET_KEY``) or an
   asymmetric algorithm (``RS256``, ``ES256``, ``EdDSA``, ...) signed with the PEM private key in
   ``JWT_PRIVATE_KEY_FILE`` and verified with ``JWT_PUBLIC_KEY_FILE``, which is all another
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,16 +54,27 @@ def secret_key_from_env(env: Mapping[str, str], *, debug: bool) -> str:
             "DJANGO_SECRET_KEY is not set: with debug off the server refuses to start without a secret key "
             "(`make serve` generates one in .secret_key; see docs/operations.md)"
         )
-    if _digest(key) in PUBLISHED_KEY_DIGESTS or key.startswith("django-insecure-"):
+    if _digest(key) in PUBLISHED_KEY_DIGESTS:
         raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY is a key published in a repository: anyone can forge tokens with it; generate a new one"
+            "DJANGO_SECRET_KEY is a key published in this repository: anyone can forge tokens with it; "
+            "generate a new one"
         )
-    if len(key) < MIN_SECRET_KEY_LENGTH or len(set(key)) < MIN_SECRET_KEY_CHARACTERS:
-        raise ImproperlyConfigured(
-            f"DJANGO_SECRET_KEY is too weak: at least {MIN_SECRET_KEY_LENGTH} characters with "
-            f"{MIN_SECRET_KEY_CHARACTERS} distinct ones (python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+    weakness = secret_key_weakness(key)
+    if weakness:
+        sys.stderr.write(
+            f"warning: DJANGO_SECRET_KEY is {weakness}; tokens signed with it are easier to forge "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))')\n"
         )
     return key
+
+
+def secret_key_weakness(key: str) -> str:
+    """Why Django's deployment check would call ``key`` weak, or "" when it would not."""
+    if key.startswith("django-insecure-"):
+        return "one of Django's development keys (django-insecure-)"
+    if len(key) < MIN_SECRET_KEY_LENGTH or len(set(key)) < MIN_SECRET_KEY_CHARACTERS:
+        return f"weak: under {MIN_SECRET_KEY_LENGTH} characters or {MIN_SECRET_KEY_CHARACTERS} distinct ones"
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
