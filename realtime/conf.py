@@ -103,7 +103,7 @@ class RealtimeSettings:
     # Issue 13: the server alone must not fall over (docs/protocol.md, "HTTP limits").
     max_connections: int = 0  # 0: the open-file limit less a reserve (serve decides)
     http_header_timeout: float = 10.0
-    max_request_body_bytes: int = 1_048_576  # defaults to max_message_bytes
+    max_request_body_bytes: int = 1_048_576  # the larger of 1 MiB and max_message_bytes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RealtimeSettings:
@@ -130,7 +130,10 @@ class RealtimeSettings:
             max_reply_bytes=_integer(env, "REALTIME_MAX_REPLY_BYTES", max_message_bytes, minimum=1024),
             max_connections=_integer(env, "REALTIME_MAX_CONNECTIONS", 0, minimum=0),
             http_header_timeout=_number(env, "REALTIME_HTTP_HEADER_TIMEOUT", 10.0, minimum=0.1),
-            max_request_body_bytes=_integer(env, "REALTIME_MAX_REQUEST_BODY_BYTES", max_message_bytes, minimum=1024),
+            # Not below 1 MiB by default: a small WebSocket message limit must not refuse REST bodies.
+            max_request_body_bytes=_integer(
+                env, "REALTIME_MAX_REQUEST_BODY_BYTES", max(max_message_bytes, 1_048_576), minimum=1024
+            ),
         )
 
     def origin_allowed(self, origin: str) -> bool:

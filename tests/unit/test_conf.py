@@ -18,7 +18,7 @@ NUMERIC_VARS = [
     "REALTIME_HEARTBEAT_TIMEOUT",
     "JWT_ACCESS_TTL",
 ]
-DERIVED_FROM_MAX_MESSAGE = ("max_reply_bytes", "max_request_body_bytes")
+DERIVED_FROM_MAX_MESSAGE = ("max_reply_bytes",)
 INTEGER_VARS = ["REALTIME_MAX_MESSAGE_BYTES", "REALTIME_SEND_QUEUE", "REALTIME_SEND_QUEUE_BYTES", "JWT_ACCESS_TTL"]
 POSITIVE_VARS = [
     "REALTIME_IDLE_TIMEOUT",
@@ -104,9 +104,14 @@ def test_section_11_limits_are_read_from_env_and_refuse_nonsense(name, attr, def
 
 
 def test_byte_budgets_follow_the_message_size_unless_set():
-    """Security: reply and body budgets default to REALTIME_MAX_MESSAGE_BYTES"""
+    """Security: the reply budget defaults to REALTIME_MAX_MESSAGE_BYTES; the body bound never
+    falls below 1 MiB with it (a small WebSocket limit must not refuse REST bodies)"""
     settings = RealtimeSettings.from_env({"REALTIME_MAX_MESSAGE_BYTES": "65536", "REALTIME_MAX_REPLY_BYTES": "8192"})
-    assert (settings.max_reply_bytes, settings.max_request_body_bytes) == (8192, 65536)
+    assert (settings.max_reply_bytes, settings.max_request_body_bytes) == (8192, 1_048_576)
+    small = RealtimeSettings.from_env({"REALTIME_MAX_MESSAGE_BYTES": "64"})
+    assert (small.max_reply_bytes, small.max_request_body_bytes) == (64, 1_048_576)
+    big = RealtimeSettings.from_env({"REALTIME_MAX_MESSAGE_BYTES": "4194304"})
+    assert big.max_request_body_bytes == 4_194_304
 
 
 @pytest.mark.parametrize("name", INTEGER_VARS)
