@@ -49,6 +49,15 @@ NEEDS_BROKER = (
 )
 
 
+def raise_open_file_limit() -> None:
+    """Lift the soft open-file limit to the hard one: each connection is a descriptor, and a
+    distribution's default soft limit (often 1024) would cap a server far below its memory."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def connection_limit(configured: int) -> int:
     """``configured`` (REALTIME_MAX_CONNECTIONS or ``--limit-connections``), else what the
     process's open-file limit allows: past it accept() fails and nothing is answered at all."""
@@ -208,6 +217,7 @@ class Command(BaseCommand):
             if limit < 1:
                 raise CommandError(f"--limit-connections {limit}: must be at least 1")
             os.environ["REALTIME_MAX_CONNECTIONS"] = str(limit)  # worker processes read it
+        raise_open_file_limit()  # before the workers start: they inherit it
         sock = bind_socket(host, options["port"])
         port = sock.getsockname()[1]
         ready_line = f"listening on {host}:{port}"
