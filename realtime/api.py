@@ -3,7 +3,7 @@
 Resource data is checked by :mod:`realtime.protocol.json_safety` like every other door
 (a 400 naming the field: ``{"data": ["data.a.b: lone surrogate"]}``), a body nested deeper
 than Python's JSON reader recurses is a 400 rather than a 500, and list pages hold at
-most :data:`MAX_PAGE_SIZE` resources.
+most ``REALTIME_MAX_PAGE_SIZE`` resources.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from realtime.conf import realtime_settings
 from realtime.models import Resource
 from realtime.openapi import (
     ConflictSerializer,
@@ -36,12 +37,14 @@ from realtime.publishing import PublishRefused, position, positions
 from realtime.selectors import resource_as_dict
 from realtime.services import publish_from_sync, resource_create, resource_update
 
-MAX_PAGE_SIZE = 100
-
 
 class ResourcePagination(LimitOffsetPagination):
-    # ``?limit=`` above the maximum gives a page of the maximum, as DRF caps it.
-    max_limit = MAX_PAGE_SIZE
+    """``?limit=`` above REALTIME_MAX_PAGE_SIZE gives a page of that size, as DRF caps it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.max_limit = realtime_settings().max_page_size
+        self.default_limit = min(self.default_limit or self.max_limit, self.max_limit)
 
 
 class BoundedJSONParser(JSONParser):
@@ -84,7 +87,7 @@ _POSITION_PARAMETER = OpenApiParameter(
     "stream.subscribe with since=offset and epoch then replays every later update",
 )
 _PAGE_PARAMETERS = [
-    OpenApiParameter("limit", OpenApiTypes.INT, description=f"page size (at most {MAX_PAGE_SIZE})"),
+    OpenApiParameter("limit", OpenApiTypes.INT, description="page size (at most REALTIME_MAX_PAGE_SIZE, default 100)"),
     OpenApiParameter("offset", OpenApiTypes.INT, description="resources to skip"),
     _POSITION_PARAMETER,
 ]

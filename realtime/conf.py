@@ -100,6 +100,7 @@ class RealtimeSettings:
     max_subscriptions: int = 1000
     max_connections_per_user: int = 100
     max_reply_bytes: int = 1_048_576  # defaults to max_message_bytes
+    max_page_size: int = 100  # REST list pages (GET /api/resources/?limit=)
     # Issue 13: the server alone must not fall over (docs/protocol.md, "HTTP limits").
     max_connections: int = 0  # 0: the open-file limit less a reserve (serve decides)
     http_header_timeout: float = 10.0
@@ -128,6 +129,7 @@ class RealtimeSettings:
             max_subscriptions=_integer(env, "REALTIME_MAX_SUBSCRIPTIONS", 1000, minimum=1),
             max_connections_per_user=_integer(env, "REALTIME_MAX_CONNECTIONS_PER_USER", 100, minimum=1),
             max_reply_bytes=_integer(env, "REALTIME_MAX_REPLY_BYTES", max_message_bytes, minimum=1024),
+            max_page_size=_integer(env, "REALTIME_MAX_PAGE_SIZE", 100, minimum=1),
             max_connections=_integer(env, "REALTIME_MAX_CONNECTIONS", 0, minimum=0),
             http_header_timeout=_number(env, "REALTIME_HTTP_HEADER_TIMEOUT", 10.0, minimum=0.1),
             # Not below 1 MiB by default: a small WebSocket message limit must not refuse REST bodies.

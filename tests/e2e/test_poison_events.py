@@ -341,7 +341,8 @@ def test_rest_deep_json_body_is_a_400_not_a_500(sqlite_server: tuple[ServerProce
 
 
 def test_rest_resource_list_page_size_has_a_maximum(sqlite_server: tuple[ServerProcess, dict[str, int]]) -> None:
-    """Issue 13 (REST page sizes): ``limit`` up to 100 is honoured; above it the page is 100."""
+    """Issue 13 (REST page sizes): ``limit`` up to REALTIME_MAX_PAGE_SIZE (default 100) is
+    honoured; above it the page is the maximum."""
     server, ids = sqlite_server
     url = server.env["DATABASE_URL"]
     have = db_query(url, "SELECT count(*) FROM realtime_resource")[0][0]
@@ -356,6 +357,15 @@ def test_rest_resource_list_page_size_has_a_maximum(sqlite_server: tuple[ServerP
     status, page = _rest(server, "GET", "/api/resources/?limit=101", ids["alice"])
     assert (status, len(page["results"])) == (200, 100)
     assert "limit=100" in page["next"]
+
+    # The maximum is a setting: at it and past it, and the default page never exceeds it.
+    small = ServerProcess(env={**server.env, "REALTIME_MAX_PAGE_SIZE": "3"}, log_path=server.log_path).start()
+    try:
+        for query, expected in (("?limit=3", 3), ("?limit=4", 3), ("", 3), ("?limit=2", 2)):
+            status, page = _rest(small, "GET", f"/api/resources/{query}", ids["alice"])
+            assert (status, len(page["results"])) == (200, expected), query
+    finally:
+        small.stop()
 
 
 # --- the sanitizer under the worst input at the rate limit ----------------------------------------
