@@ -19,7 +19,6 @@ per stream (``fanout.py``), so a connection costs no layer channel and no receiv
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -32,7 +31,6 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import InterfaceError, OperationalError
 
-from accounts.tokens import token_is_current
 from realtime import metrics
 from realtime.asgi_server import SEND_NOW
 from realtime.background import spawn
@@ -133,6 +131,7 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
                         remote_addr=str(client[0]),
                         origin=scope_origin(scope) or "",
                         user_agent=_header(scope, b"user-agent"),
+                        token_version=scope["auth_claims"].token_version,
                     )
                 )
             except DATABASE_FAULTS as exc:
@@ -147,11 +146,6 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
                 opened = CloseReason.INTERNAL_ERROR
             if isinstance(opened, CloseReason):
                 failure = opened
-            elif not token_is_current(scope["auth_claims"].token_version, opened):
-                # Issued before a password change (accounts/tokens.py): refused, its row closed.
-                failure = CloseReason.INVALID_TOKEN
-                with contextlib.suppress(Exception):  # else audit_connections closes it
-                    await session_log().close(SessionClose(self.session_id, 4401, failure.value, 0, 0))
             else:
                 user = opened
         if failure is not None:

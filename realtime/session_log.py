@@ -26,6 +26,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from accounts.tokens import token_is_current
 from realtime.conf import realtime_settings
 from realtime.db_batch import DbBatcher
 from realtime.loop_local import LoopLocal
@@ -42,6 +43,7 @@ class SessionOpen:
     remote_addr: str
     origin: str
     user_agent: str
+    token_version: int = 0  # the handshake token's ``tv`` claim (accounts/tokens.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ def _open_sessions(requests: list[SessionOpen]) -> list[Opened]:
             results.append(CloseReason.INVALID_TOKEN)
         elif not user.is_active:
             results.append(CloseReason.ACCOUNT_DISABLED)
+        elif not token_is_current(request.token_version, user):
+            results.append(CloseReason.INVALID_TOKEN)  # issued before a password change
         elif counts.get(user.pk, 0) >= limit:
             results.append(CloseReason.TOO_MANY_CONNECTIONS)
         else:
