@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from accounts.selectors import user_get_by_id, user_get_by_username
@@ -22,7 +21,6 @@ from realtime.conf import realtime_settings, server_id
 from realtime.event_log import Appended, iso_ms
 from realtime.fanout import Subscription, get_hub
 from realtime.history import HistoryPage, ahistory_page
-from realtime.models import Resource
 from realtime.protocol.close_codes import CloseReason
 from realtime.protocol.envelope import render_push
 from realtime.protocol.errors import Forbidden, LimitExceeded, NotFound, ValidationFailed
@@ -41,7 +39,7 @@ from realtime.protocol.schemas import (
 )
 from realtime.protocol.streams import StreamKind, StreamName
 from realtime.sanitize import text_sanitize_async
-from realtime.selectors import aopen_sessions_elsewhere, aresource_get
+from realtime.selectors import aopen_sessions_elsewhere, aresource_exists, aresource_get
 from realtime.services import amessage_publish, aresource_update, user_ref
 
 
@@ -86,13 +84,6 @@ def _readable(conn: Connection, raw: str) -> StreamName:
     return name
 
 
-def resource_exists(resource_id: int) -> bool:
-    return Resource.objects.filter(pk=resource_id).exists()
-
-
-_resource_exists = database_sync_to_async(resource_exists)
-
-
 async def ping(conn: Connection, data: PingData, ref: str | None) -> dict[str, Any]:
     return {} if data.ts is None else {"ts": data.ts}
 
@@ -132,7 +123,7 @@ async def stream_subscribe(conn: Connection, data: StreamSubscribeData, ref: str
                 limit="REALTIME_MAX_SUBSCRIPTIONS",
             )
         # Subscribing creates the stream: only for resources that exist (section 11).
-        if name.kind is StreamKind.RESOURCE and key not in hub.streams and not await _resource_exists(int(name.key)):
+        if name.kind is StreamKind.RESOURCE and key not in hub.streams and not await aresource_exists(int(name.key)):
             raise NotFound(f"resource {name.key} does not exist")
     else:  # a re-subscribe replaces the old position
         del conn.subscriptions[key]

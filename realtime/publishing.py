@@ -42,10 +42,11 @@ from django.db import connection, transaction
 
 from realtime.bus import BROKER_ERRORS
 from realtime.event_log import Appended, CommittedEvent, EventLog
-from realtime.models import Event, Resource, Stream
+from realtime.models import Event, Stream
 from realtime.protocol.errors import NotFound, ValidationFailed
 from realtime.protocol.json_safety import dotted, json_problem
 from realtime.protocol.streams import StreamKind, StreamName
+from realtime.selectors import resource_exists
 
 __all__ = ["PublishRefused", "aposition", "apublish", "position", "positions", "publish"]
 
@@ -111,7 +112,7 @@ def _refuse_event_loop(function: str) -> None:
 
 def _require_resource(name: StreamName) -> None:
     # As stream.subscribe does (section 11): a missing resource's stream is never created.
-    if name.kind is StreamKind.RESOURCE and not Resource.objects.filter(pk=int(name.key)).exists():
+    if name.kind is StreamKind.RESOURCE and not resource_exists(int(name.key)):
         raise NotFound(f"resource {name.key} does not exist")
 
 

@@ -30,6 +30,14 @@ def resource_get(resource_id: int) -> dict[str, Any]:
 aresource_get = database_sync_to_async(resource_get)
 
 
+def resource_exists(resource_id: int) -> bool:
+    """Whether ``resource:ID`` may exist as a stream (subscribing or publishing creates it)."""
+    return Resource.objects.filter(pk=resource_id).exists()
+
+
+aresource_exists = database_sync_to_async(resource_exists)
+
+
 def open_sessions_elsewhere(server_id: str, user_id: int | None = None) -> int:
     """Sessions open on other live servers (all, or one user's): what a broadcast there will reach."""
     from realtime.server_registry import servers_by_liveness
