@@ -6,7 +6,7 @@ records ``scope["auth_failure"]`` (a :class:`CloseReason`) and the consumer acce
 and closes with the matching code, because a close reason can only be sent after
 the upgrade. On success it records ``scope["auth_claims"]``; the consumer reads the
 account in the same database round trip that opens the session
-(``realtime/session_log.py``), where a deleted or disabled account is refused, and
+(``realtime/connection/session_records.py``), where a deleted or disabled account is refused, and
 compares the token's version with it (a password change revokes older tokens,
 ``accounts/tokens.py``).
 Tokens are never logged.

@@ -12,9 +12,9 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from accounts.middleware import JwtAuthMiddleware  # noqa: E402
 from realtime.conf import realtime_settings  # noqa: E402
-from realtime.http_limits import BodyLimitMiddleware  # noqa: E402
-from realtime.origin import OriginGuard  # noqa: E402
+from realtime.connection.origin import OriginGuard  # noqa: E402
 from realtime.routing import websocket_router  # noqa: E402
+from realtime.server.http_limits import BodyLimitMiddleware  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -155,9 +155,9 @@ if REDIS_URL:
             # redis-py's default 5 s socket timeout equals channels-redis's blocking-pop
             # timeout, so an idle connection timed out every 5 s and looked like a broker
             # outage (system.degraded / system.recovered). Broker health is judged by the
-            # bus's own short ping (realtime/bus.py), not by this socket.
+            # bus's own short ping (realtime/streams/bus.py), not by this socket.
             # group_expiry: the layer drops a group member this long after it joined; the bus
-            # re-joins its groups every quarter of it (realtime/bus.py), so memberships last as
+            # re-joins its groups every quarter of it (realtime/streams/bus.py), so memberships last as
             # long as the process while a crashed process's channel still leaves its groups.
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_keepalive": True}],
@@ -253,9 +253,9 @@ LOG_FORMAT = env.str("REALTIME_LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_tokens": {"()": "realtime.log.RedactTokensFilter"}},
+    "filters": {"redact_tokens": {"()": "realtime.ops.structured_logging.RedactTokensFilter"}},
     "formatters": {
-        "json": {"()": "realtime.log.JsonFormatter"},
+        "json": {"()": "realtime.ops.structured_logging.JsonFormatter"},
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": {

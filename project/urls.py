@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from realtime import demo, protocol_docs, views
 from realtime.api import ResourceDetailView, ResourceListView
-from realtime.metrics import metrics_view
+from realtime.ops.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -57,7 +57,7 @@ class ConnectionSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 async def _close_sessions(session_ids: list[str]) -> None:
-    from realtime.fanout import get_hub
+    from realtime.streams.fanout import get_hub
 
     get_hub().broadcast({"type": "kick"}, session_ids=session_ids)
 

@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from realtime.protocol import PROTOCOL_VERSION
 from realtime.protocol.asyncapi import build_document
 
 DEFAULT_HOST = "127.0.0.1:8000"
@@ -23,7 +24,6 @@ DEFAULT_HOST = "127.0.0.1:8000"
 
 @cache
 def _document(host: str) -> dict[str, Any]:
-    from realtime.consumers import PROTOCOL_VERSION  # the server's; consumers import Channels
 
     return build_document(PROTOCOL_VERSION, host)
 

@@ -40,13 +40,13 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 
-from realtime.bus import BROKER_ERRORS
-from realtime.event_log import Appended, CommittedEvent, EventLog
 from realtime.models import Event, Stream
 from realtime.protocol.errors import NotFound, ValidationFailed
 from realtime.protocol.json_safety import dotted, json_problem
 from realtime.protocol.streams import StreamKind, StreamName
 from realtime.selectors import resource_exists
+from realtime.streams.bus import BROKER_ERRORS
+from realtime.streams.event_log import Appended, CommittedEvent, EventLog
 
 __all__ = ["PublishRefused", "aposition", "apublish", "position", "positions", "publish"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from channels.security.websocket import WebsocketDenier
 
-from realtime.consumers import RealtimeConsumer
+from realtime.connection.consumer import RealtimeConsumer
 
 WEBSOCKET_PATH = "/ws/"
 

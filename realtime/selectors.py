@@ -40,7 +40,7 @@ aresource_exists = database_sync_to_async(resource_exists)
 
 def open_sessions_elsewhere(server_id: str, user_id: int | None = None) -> int:
     """Sessions open on other live servers (all, or one user's): what a broadcast there will reach."""
-    from realtime.server_registry import servers_by_liveness
+    from realtime.ops.server_registry import servers_by_liveness
 
     alive, _ = servers_by_liveness()
     alive.discard(server_id)

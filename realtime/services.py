@@ -15,12 +15,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from realtime.event_log import Appended, AppendRequest, CommittedEvent, EventLog, now_iso_ms
-from realtime.group_commit import get_group_commit
 from realtime.models import Resource
 from realtime.protocol.errors import Conflict, InvalidEnvelope, NotFound, ValidationFailed
 from realtime.protocol.json_safety import dotted, json_problem
 from realtime.protocol.streams import StreamName
+from realtime.streams.event_log import Appended, AppendRequest, CommittedEvent, EventLog, now_iso_ms
+from realtime.streams.group_commit import get_group_commit
 
 
 def user_ref(user: Any) -> dict[str, Any]:
@@ -89,7 +89,7 @@ aresource_update = database_sync_to_async(resource_update)
 
 
 async def _hub_publish(event: CommittedEvent) -> None:
-    from realtime.fanout import get_hub
+    from realtime.streams.fanout import get_hub
 
     get_hub().publish(event)
 

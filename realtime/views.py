@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from realtime.bus import broker_ping
+from realtime.streams.bus import broker_ping
 
 # /readyz must answer within 10 s of a failure (PROTOCOL.md section 1); each probe gets less.
 PROBE_TIMEOUT = 3.0

@@ -9,12 +9,13 @@
 """
 
 from realtime.protocol.close_codes import CLOSE_CODE_FOR, CloseCode, CloseReason
-from realtime.protocol.envelope import render_ack, render_error, render_push
+from realtime.protocol.envelope import PROTOCOL_VERSION, render_ack, render_error, render_push
 from realtime.protocol.errors import ErrorCode, ProtocolError
 from realtime.protocol.session import Command, Immediate, ProtocolSession
 
 __all__ = [
     "CLOSE_CODE_FOR",
+    "PROTOCOL_VERSION",
     "CloseCode",
     "CloseReason",
     "Command",

@@ -20,6 +20,8 @@ import orjson
 from realtime.protocol.errors import EmptyMessage, InvalidEnvelope, InvalidJson, ProtocolError, ValidationFailed
 from realtime.protocol.json_safety import MAX_JSON_DEPTH, NUL, dotted, json_problem
 
+# The version a welcome announces; a client refuses a server whose major protocol differs.
+PROTOCOL_VERSION = 1
 MAX_ID_LENGTH = 64
 MAX_SEQ = 2**63 - 1
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from realtime.http_server import MAX_HEAD_BYTES, MAX_HEADERS, MAX_RAW_HEAD_BYTES, MAX_REQUEST_TARGET
+from realtime.server.http import MAX_HEAD_BYTES, MAX_HEADERS, MAX_RAW_HEAD_BYTES, MAX_REQUEST_TARGET
 from tests.conftest import scaled
 from tests.e2e.attack_helpers import echo_latencies, p99, rss_kib
 from tests.e2e.conftest import E2EDatabase

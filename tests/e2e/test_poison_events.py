@@ -28,7 +28,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from realtime.sanitize import MAX_MARKUP_TAGS
+from realtime.connection.sanitize import MAX_MARKUP_TAGS
 from tests.conftest import scaled
 from tests.e2e.conftest import SEED, E2EDatabase
 from tests.e2e.helpers import (

@@ -18,7 +18,7 @@ PROCESSES, THREADS, PER_THREAD = 3, 4, 25
 HAMMER = """
 import sys, threading
 from django.db import connection
-from realtime.event_log import AppendRequest, EventLog
+from realtime.streams.event_log import AppendRequest, EventLog
 from accounts.models import User
 mode, tag = sys.argv[1], sys.argv[2]
 sender = User.objects.get(username="hammer").pk

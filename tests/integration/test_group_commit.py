@@ -9,10 +9,10 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from accounts.models import User
-from realtime.event_log import Appended, AppendRequest, EventLog
-from realtime.group_commit import GroupCommit
 from realtime.models import Event
 from realtime.protocol.errors import ValidationFailed
+from realtime.streams.event_log import Appended, AppendRequest, EventLog
+from realtime.streams.group_commit import GroupCommit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

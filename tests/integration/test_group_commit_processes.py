@@ -21,7 +21,7 @@ WORKER = """
 import django, sys, threading
 django.setup()
 from django.db import connection
-from realtime.event_log import AppendRequest, EventLog
+from realtime.streams.event_log import AppendRequest, EventLog
 from accounts.models import User
 tag = sys.argv[1]
 sender = User.objects.get(username="racer").pk

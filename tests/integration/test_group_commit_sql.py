@@ -17,10 +17,10 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from accounts.models import User
-from realtime.event_log import AppendRequest, EventLog
-from realtime.group_commit import GroupCommit
 from realtime.models import Event, Stream
 from realtime.protocol.errors import ValidationFailed
+from realtime.streams.event_log import AppendRequest, EventLog
+from realtime.streams.group_commit import GroupCommit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,12 +1,12 @@
-"""stream.history pages bounded in events and bytes (realtime/history.py; PROTOCOL.md sections 4 and 11)."""
+"""stream.history pages bounded in events and bytes (realtime/streams/history.py; PROTOCOL.md sections 4 and 11)."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from realtime.event_log import EventLog
-from realtime.history import history_page
+from realtime.streams.event_log import EventLog
+from realtime.streams.history import history_page
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,4 +1,4 @@
-"""Session rows are opened and closed in batches (realtime/session_log.py), real database."""
+"""Session rows are opened and closed in batches (realtime/connection/session_records.py), real database."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 
 from accounts.models import User
-from realtime.db_batch import DbBatcher
+from realtime.connection.session_records import SessionClose, SessionLog, SessionOpen
 from realtime.models import ConnectionSession
 from realtime.protocol.close_codes import CloseReason
-from realtime.session_log import SessionClose, SessionLog, SessionOpen
+from realtime.streams.db_batch import DbBatcher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,4 +1,4 @@
-"""TimerWheel (realtime/deadlines.py): the per-connection deadlines' shared timer."""
+"""TimerWheel (realtime/loop/timer_wheel.py): the per-connection deadlines' shared timer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import functools
 from collections.abc import Callable
 
-from realtime.deadlines import TimerWheel
+from realtime.loop.timer_wheel import TimerWheel
 
 
 async def test_deadlines_fire_never_early_and_at_most_one_tick_late() -> None:

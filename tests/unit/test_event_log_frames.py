@@ -16,8 +16,8 @@ from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime.event_log import CommittedEvent, iso_ms
 from realtime.protocol.envelope import render_push
+from realtime.streams.event_log import CommittedEvent, iso_ms
 
 FAST = settings(max_examples=200, deadline=None, database=None)
 

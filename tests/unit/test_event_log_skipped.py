@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from realtime.event_log import SKIPPED_DATA, SKIPPED_EVENT, CommittedEvent
+from realtime.streams.event_log import SKIPPED_DATA, SKIPPED_EVENT, CommittedEvent
 
 
 def _nested(depth: int) -> dict[str, Any]:

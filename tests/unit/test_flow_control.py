@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime.flow_control import SendQueue
+from realtime.loop.flow_control import SendQueue
 
 FAST = settings(max_examples=200, deadline=None, database=None)
 

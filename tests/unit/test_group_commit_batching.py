@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from realtime import group_commit
-from realtime.event_log import Appended, AppendRequest, CommittedEvent, iso_ms, now_iso_ms
-from realtime.group_commit import GroupCommit
-from realtime.handlers import _room
+from realtime.connection.handlers import _room
 from realtime.protocol.errors import ValidationFailed
 from realtime.protocol.streams import StreamKind
+from realtime.streams import group_commit
+from realtime.streams.event_log import Appended, AppendRequest, CommittedEvent, iso_ms, now_iso_ms
+from realtime.streams.group_commit import GroupCommit
 
 ISO_MS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
@@ -125,7 +125,7 @@ def test_now_iso_ms_is_now_in_the_contract_shape() -> None:
 def test_now_iso_ms_formats_once_per_millisecond(monkeypatch: pytest.MonkeyPatch) -> None:
     """Frames: publishes in one millisecond share the ts; the next millisecond gets its own, exactly"""
     clock = [1_795_521_541_120_400_000]  # 2026-11-24T11:59:01.120400Z in nanoseconds
-    monkeypatch.setattr("realtime.event_log.time.time_ns", lambda: clock[0])
+    monkeypatch.setattr("realtime.streams.event_log.time.time_ns", lambda: clock[0])
     stamp = type(now_iso_ms)()
     assert stamp() == "2026-11-24T11:59:01.120Z"
     clock[0] += 500_000  # still .120

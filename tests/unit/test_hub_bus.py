@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from realtime.bus import Bus
+from realtime.streams.bus import Bus
 
 
 class FakeLayer:

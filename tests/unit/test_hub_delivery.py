@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
-from realtime.event_log import CommittedEvent, StreamInfo
-from realtime.fanout import Hub
 from realtime.protocol.streams import StreamName
+from realtime.streams.event_log import CommittedEvent, StreamInfo
+from realtime.streams.fanout import Hub
 
 
 class FakeLog:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from realtime.flow_control import SendQueue
-from realtime.outbox import Outbox
+from realtime.connection.frame_outbox import Outbox
+from realtime.loop.flow_control import SendQueue
 
 
 class Transport:

@@ -1,4 +1,4 @@
-"""realtime.log: tokens never appear in any log line (PROTOCOL.md section 2); one JSON object per line."""
+"""realtime.ops.structured_logging: tokens never appear in any log line (protocol section 2); one JSON line each."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from realtime.log import ConnectionLog, JsonFormatter, RedactTokensFilter, redact
+from realtime.ops.structured_logging import ConnectionLog, JsonFormatter, RedactTokensFilter, redact
 
 JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjo3fQ.c2lnbmF0dXJlLV9-+/="
 OPAQUE = "s3cr3t-T0k3n_value~x"

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from realtime.connection.sanitize import INLINE_MAX_CHARS, MAX_MARKUP_TAGS, text_sanitize, text_sanitize_async
 from realtime.protocol.errors import ValidationFailed
-from realtime.sanitize import INLINE_MAX_CHARS, MAX_MARKUP_TAGS, text_sanitize, text_sanitize_async
 
 FAST = settings(max_examples=200, deadline=None, database=None)
 

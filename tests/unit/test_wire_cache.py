@@ -1,11 +1,11 @@
-"""realtime.connection_io.wire_bytes: the process-wide broadcast frame cache is bounded in bytes (issue 13)."""
+"""realtime.server.wire.wire_bytes: the process-wide broadcast frame cache is bounded in bytes (issue 13)."""
 
 from __future__ import annotations
 
 from websockets.frames import Frame, Opcode
 
-from realtime import connection_io
-from realtime.connection_io import WIRE_CACHE_BYTES, WIRE_CACHE_SIZE, wire_bytes, wire_cache, wire_cache_bytes
+from realtime.server import wire as connection_io
+from realtime.server.wire import WIRE_CACHE_BYTES, WIRE_CACHE_SIZE, wire_bytes, wire_cache, wire_cache_bytes
 
 
 def _expected(text: str) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from realtime.server_registry import connections_audit
+from realtime.ops.server_registry import connections_audit
 
 
 class Command(BaseCommand):

@@ -17,7 +17,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from realtime.models import ConnectionSession, Event, ServerInstance
-from realtime.server_registry import servers_by_liveness
+from realtime.ops.server_registry import servers_by_liveness
 
 
 class Command(BaseCommand):

@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Callable
 
-from realtime.loop_local import LoopLocal
+from realtime.loop.local import LoopLocal
 
 logger = logging.getLogger("realtime.deadlines")
 

@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 
-from realtime.event_log import CommittedEvent, EventLog, StreamInfo
 from realtime.protocol.envelope import render_push
 from realtime.protocol.streams import StreamName
-from realtime.stream_heads import stream_heads
+from realtime.streams.event_log import CommittedEvent, EventLog, StreamInfo
+from realtime.streams.heads_query import stream_heads
 
 logger = logging.getLogger("realtime.fanout")
 

@@ -28,11 +28,11 @@ import orjson
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from realtime.event_log_sql import SQL
 from realtime.models import Event, Stream
 from realtime.protocol.envelope import render_push
 from realtime.protocol.errors import InvalidEnvelope, ProtocolError, ValidationFailed
 from realtime.protocol.json_safety import dotted, json_problem
+from realtime.streams.event_log_sql import SQL
 
 logger = logging.getLogger(__name__)
 

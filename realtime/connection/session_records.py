@@ -28,11 +28,11 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.tokens import token_is_current
 from realtime.conf import realtime_settings
-from realtime.db_batch import DbBatcher
-from realtime.loop_local import LoopLocal
+from realtime.loop.local import LoopLocal
 from realtime.models import ConnectionSession
+from realtime.ops.server_registry import servers_by_liveness
 from realtime.protocol.close_codes import CloseReason
-from realtime.server_registry import servers_by_liveness
+from realtime.streams.db_batch import DbBatcher
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from channels.db import database_sync_to_async
 
-from realtime.db_batch import DbBatcher
-from realtime.event_log import Appended, AppendRequest, EventLog
-from realtime.loop_local import LoopLocal
+from realtime.loop.local import LoopLocal
+from realtime.streams.db_batch import DbBatcher
+from realtime.streams.event_log import Appended, AppendRequest, EventLog
 
 _append_batch = database_sync_to_async(EventLog.append_each)
 _append_one = database_sync_to_async(EventLog.append)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from django.db import Error as DatabaseError
 
-from realtime.hub_state import REPLAY_PAGE, LogReader, StreamState, skip_hole
+from realtime.streams.hub_state import REPLAY_PAGE, LogReader, StreamState, skip_hole
 
 logger = logging.getLogger("realtime.fanout")
 

@@ -31,26 +31,33 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import InterfaceError, OperationalError
 
-from realtime import metrics
-from realtime.asgi_server import SEND_NOW
-from realtime.background import spawn
 from realtime.conf import realtime_settings, server_id
-from realtime.deadlines import timer_wheel
-from realtime.fanout import Subscription, get_hub
-from realtime.flow_control import RateLimiter, RateVerdict, SendQueue
-from realtime.handlers import HANDLERS, AckThen, iso_utc
-from realtime.log import ConnectionLog
-from realtime.origin import scope_origin
-from realtime.outbox import Outbox
-from realtime.protocol import CLOSE_CODE_FOR, CloseReason, Command, Immediate, ProtocolSession, render_push
+from realtime.connection.frame_outbox import Outbox
+from realtime.connection.handlers import HANDLERS, AckThen, iso_utc
+from realtime.connection.origin import scope_origin
+from realtime.connection.session_deadlines import SessionDeadlines
+from realtime.connection.session_records import Opened, SessionClose, SessionOpen, session_log
+from realtime.loop.background import spawn
+from realtime.loop.flow_control import RateLimiter, RateVerdict, SendQueue
+from realtime.loop.timer_wheel import timer_wheel
+from realtime.ops import metrics
+from realtime.ops.structured_logging import ConnectionLog
+from realtime.protocol import (
+    CLOSE_CODE_FOR,
+    PROTOCOL_VERSION,
+    CloseReason,
+    Command,
+    Immediate,
+    ProtocolSession,
+    render_push,
+)
 from realtime.protocol.errors import ProtocolError, RateLimited
 from realtime.protocol.sequence import SequenceTracker
-from realtime.session_deadlines import SessionDeadlines
-from realtime.session_log import Opened, SessionClose, SessionOpen, session_log
+from realtime.server.extensions import SEND_NOW
+from realtime.streams.fanout import Subscription, get_hub
 
 logger = logging.getLogger("realtime.connection")
 
-PROTOCOL_VERSION = 1
 # The database is failing (restarting, unreachable, locked past the timeout), not the request.
 DATABASE_FAULTS = (OperationalError, InterfaceError)
 

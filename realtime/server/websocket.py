@@ -52,14 +52,13 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from realtime.connection_io import CoalescingTransport, Gate, MessageQueue, flusher_for, wire_bytes, wire_cache
-from realtime.deadlines import timer_wheel
-from realtime.flow_control import RateLimiter, RateVerdict
+from realtime.loop.flow_control import RateLimiter, RateVerdict
+from realtime.loop.timer_wheel import timer_wheel
 from realtime.protocol.close_codes import CloseCode, CloseReason
+from realtime.server.extensions import SEND_NOW
+from realtime.server.wire import CoalescingTransport, Gate, MessageQueue, flusher_for, wire_bytes, wire_cache
 
 logger = logging.getLogger("realtime.server")
-
-SEND_NOW = "realtime.send_now"
 
 
 class ContractServerProtocol(ServerProtocol):

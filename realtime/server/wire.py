@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from websockets.frames import Frame, Opcode
 
-from realtime.loop_local import LoopLocal
+from realtime.loop.local import LoopLocal
 
 T = TypeVar("T")
 

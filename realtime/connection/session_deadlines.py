@@ -14,9 +14,9 @@ import asyncio
 import math
 from datetime import UTC, datetime
 
-from realtime.background import spawn
 from realtime.conf import RealtimeSettings
-from realtime.deadlines import TimerWheel, WheelTimer
+from realtime.loop.background import spawn
+from realtime.loop.timer_wheel import TimerWheel, WheelTimer
 from realtime.protocol import CloseReason, render_push
 
 EXPIRY_WARNING_LEAD = 30.0

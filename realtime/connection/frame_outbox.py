@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from realtime.flow_control import SendQueue
-from realtime.metrics import FRAMES_OUT
+from realtime.loop.flow_control import SendQueue
+from realtime.ops.metrics import FRAMES_OUT
 
 
 class Outbox:

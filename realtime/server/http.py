@@ -18,7 +18,7 @@ A refused request's answer is written, the write side is shut, and input is read
 dropped for up to :data:`LINGER_SECONDS` before the socket closes, so a client still sending
 reads the answer instead of a connection reset.
 
-Request bodies are bounded by ``BodyLimitMiddleware`` (``realtime/http_limits.py``), which
+Request bodies are bounded by ``BodyLimitMiddleware`` (``realtime/server/http_limits.py``), which
 knows the method.
 """
 

@@ -89,10 +89,10 @@ def worker_main(spec: WorkerSpec, sock: socket.socket, channel: Connection) -> N
         import django
 
         django.setup()
-        # Models (so the command module too) are importable only after setup in a spawned interpreter.
-        from realtime.management.commands.serve import serve_on
+        # Models (so the server's run module too) are importable only after setup in a spawned interpreter.
+        from realtime.server.run import serve_on
 
-        serve_on(sock, None, on_ready=report_ready, early_signals=early_signals)
+        serve_on(sock, None, on_ready=report_ready, early_signals=early_signals, stop_signals=STOP_SIGNALS)
     finally:
         # Python restores SIG_DFL for its handlers while it finalizes (which waits for the
         # database threads), so a late stop signal (a whole process group signalled, a
@@ -177,7 +177,7 @@ class Supervisor:
         return None
 
     def _prepare_metrics_dir(self) -> None:
-        # realtime/metrics.py sums processes only through this directory; without it each
+        # realtime/ops/metrics.py sums processes only through this directory; without it each
         # worker would answer /metrics with its own share, whichever one a scrape reached.
         self.metrics_dir = os.environ.get(METRICS_DIR_ENV)
         if not self.metrics_dir:

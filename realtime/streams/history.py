@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import orjson
 from channels.db import database_sync_to_async
 
-from realtime.event_log import CommittedEvent
 from realtime.models import Event
+from realtime.streams.event_log import CommittedEvent
 
 # Rows fetched per database round trip: one row may be ~400 KB (65,536 escaped characters),
 # so a chunk holds at most ~13 MB; a page of 1,000 small events is ~32 round trips.

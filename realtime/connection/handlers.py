@@ -18,9 +18,7 @@ from django.utils import timezone
 from accounts.selectors import user_get_by_id, user_get_by_username
 from accounts.tokens import TokenRejected, access_token_verify, token_is_current
 from realtime.conf import realtime_settings, server_id
-from realtime.event_log import Appended, iso_ms
-from realtime.fanout import Subscription, get_hub
-from realtime.history import HistoryPage, ahistory_page
+from realtime.connection.sanitize import text_sanitize_async
 from realtime.protocol.close_codes import CloseReason
 from realtime.protocol.envelope import render_push
 from realtime.protocol.errors import Forbidden, LimitExceeded, NotFound, ValidationFailed
@@ -38,9 +36,11 @@ from realtime.protocol.schemas import (
     StreamUnsubscribeData,
 )
 from realtime.protocol.streams import StreamKind, StreamName
-from realtime.sanitize import text_sanitize_async
 from realtime.selectors import aopen_sessions_elsewhere, aresource_exists, aresource_get
 from realtime.services import amessage_publish, aresource_update, user_ref
+from realtime.streams.event_log import Appended, iso_ms
+from realtime.streams.fanout import Subscription, get_hub
+from realtime.streams.history import HistoryPage, ahistory_page
 
 
 class Connection(Protocol):

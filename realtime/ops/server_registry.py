@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -195,9 +196,9 @@ def _beat_and_reap(server_id: str, load: LoadSample) -> tuple[bool, dict[str, in
     return alive, reap_dead_servers(server_id)
 
 
-async def heartbeat_forever(server_id: str) -> None:
-    from realtime import metrics
-    from realtime.fanout import get_hub
+async def heartbeat_forever(server_id: str, open_connections: Callable[[], int]) -> None:
+    """Beat steadily with this process's load; ``open_connections`` counts its connections."""
+    from realtime.ops import metrics
 
     # Its own thread, so its own database connection: nothing queued on the shared database
     # thread (connects, acks, a publish waiting on a lock) delays a heartbeat.
@@ -216,7 +217,7 @@ async def heartbeat_forever(server_id: str) -> None:
             messages_in, messages_out = _counter_total(metrics.MESSAGES_IN), _counter_total(metrics.MESSAGES_OUT)
             elapsed = max(now - last_at, 1e-6)
             load = LoadSample(
-                open_connections=get_hub().count_local(),
+                open_connections=open_connections(),
                 messages_in=messages_in,
                 messages_out=messages_out,
                 in_rate=(messages_in - last_in) / elapsed,

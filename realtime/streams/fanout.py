@@ -35,13 +35,16 @@ from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
 from django.db import Error as DatabaseError
 
-from realtime import metrics
-from realtime.account_watch import AccountWatch
-from realtime.bus import Bus, broker_ping
 from realtime.conf import realtime_settings
-from realtime.event_log import CommittedEvent, StreamInfo
-from realtime.head_tracker import HeadTracker
-from realtime.hub_state import (
+from realtime.loop.local import LoopLocal
+from realtime.ops import metrics
+from realtime.ops.account_watch import AccountWatch
+from realtime.protocol.envelope import render_push
+from realtime.protocol.streams import StreamName
+from realtime.streams.bus import Bus, broker_ping
+from realtime.streams.event_log import CommittedEvent, StreamInfo
+from realtime.streams.head_tracker import HeadTracker
+from realtime.streams.hub_state import (
     REPLAY_PAGE,
     DatabaseLog,
     LogReader,
@@ -52,9 +55,6 @@ from realtime.hub_state import (
     reset_frame,
     skip_hole,
 )
-from realtime.loop_local import LoopLocal
-from realtime.protocol.envelope import render_push
-from realtime.protocol.streams import StreamName
 
 __all__ = ["Hub", "StreamState", "Subscriber", "Subscription", "get_hub", "read_since"]
 
