@@ -3,8 +3,9 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# The lock: the exact versions (hash-checked) that CI tested; requirements.txt holds the ranges.
+COPY requirements.lock .
+RUN pip install --no-cache-dir -r requirements.lock
 COPY . .
 # Debug mode for this one command: collecting files needs no signing key.
 RUN DJANGO_DEBUG=1 python manage.py collectstatic --noinput

@@ -21,6 +21,7 @@ unset REDIS_URL DJANGO_SECRET_KEY
 .venv/bin/ruff format --check --quiet .
 .venv/bin/ruff check --quiet .
 .venv/bin/mypy . 2>/dev/null | tail -n 1
+.venv/bin/lint-imports --no-cache | tail -n 1  # the layers and forbidden imports of pyproject.toml
 status=0
 .venv/bin/python -m pytest "$@" || status=$?
 exit "$status"
