@@ -212,7 +212,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
-    # The client address is the one uvicorn resolved (it honours X-Forwarded-For only from
+    # The client address is the one the server resolved (it honours X-Forwarded-For only from
     # FORWARDED_ALLOW_IPS); DRF's default would trust whatever X-Forwarded-For a client sends.
     "NUM_PROXIES": 0,
     "DEFAULT_THROTTLE_RATES": {
@@ -272,9 +272,5 @@ LOGGING = {
         # A request with a Host outside DJANGO_ALLOWED_HOSTS gets 400; Django would also log
         # it as an error with a traceback, so anyone could fill the log by probing names.
         "django.security.DisallowedHost": {"level": "CRITICAL"},
-        # uvicorn logs every accepted WebSocket at INFO; the consumer's own connect line,
-        # which carries the connection id and user, replaces it.
-        "uvicorn.error": {"level": "WARNING"},
-        "uvicorn.access": {"level": "WARNING"},
     },
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite against the newest releases of the dependencies instead of the lock:
-# Django, channels, channels-redis, uvicorn, websockets, ... resolve to the newest versions
+# Django, channels, channels-redis, websockets, uvloop, httptools, ... resolve to the newest versions
 # inside the ranges of requirements*.txt (with NEWEST_BEYOND_RANGES=1: the newest, ranges
 # ignored). Prints what resolved next to the locked version, then runs scripts/test.sh.
 #
@@ -38,7 +38,7 @@ def key(name: str) -> str:
 locked = dict(re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", Path("requirements-dev.lock").read_text(), re.M))
 locked = {key(name): version for name, version in locked.items()}
 installed = {key(d.metadata["Name"]): d.version for d in distributions()}
-watched = ("django", "channels", "channels-redis", "redis", "uvicorn", "websockets", "daphne")
+watched = ("django", "channels", "channels-redis", "redis", "websockets", "uvloop", "httptools", "daphne")
 for name in sorted(installed):
     lock = locked.get(name)
     if name in locked and (lock != installed[name] or name in watched):

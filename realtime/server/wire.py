@@ -1,4 +1,4 @@
-"""Per-connection I/O helpers for the production server (``asgi_server.py``): lean by design.
+"""Per-connection I/O helpers for the production server (``websocket.py``): lean by design.
 
 At 10,000 connections every object a connection keeps costs ~10 MB and every call a
 broadcast makes per connection costs ~10 ms, so these replace general-purpose asyncio
@@ -10,8 +10,8 @@ pieces on the hot path:
   near its high water mark. All writes go through it, so order is kept.
 - :func:`wire_bytes`: a broadcast hands the same ``str`` to every subscriber; its frame is
   built once (by the ``websockets`` library: servers never mask) and reused.
-- :class:`MessageQueue` and :class:`Gate`: the one-consumer queue and the flag uvicorn
-  needs per connection, without the three (queue) and one (event) deques that
+- :class:`MessageQueue` and :class:`Gate`: the one-consumer queue and the flag a
+  WebSocket connection needs, without the three (queue) and one (event) deques that
   ``asyncio.Queue`` and ``asyncio.Event`` allocate up front (~600 bytes each).
 """
 

@@ -1,14 +1,12 @@
-"""``manage.py serve --workers N``: one listening socket, N uvicorn worker processes, one supervisor.
+"""``manage.py serve --workers N``: one listening socket, N worker processes, one supervisor.
 
-The shape is uvicorn's own ``uvicorn.supervisors.Multiprocess``: the parent binds the
-socket once, starts *spawned* children that inherit it and each run a server on it,
-sends each SIGTERM on shutdown and replaces one that dies. That class is not reused:
-it builds plain ``uvicorn.Server`` objects from a pickled ``Config`` at every (re)start
-(ours must set up Django first, register under its own server id and close with 1012
-``service_restart``), has no readiness gate before a ready line, forgets which slot a
-replacement fills, polls workers with pings that kill one busy for 5 s, and drops
-exit statuses. This supervisor is event-driven instead: it waits on the workers'
-process sentinels, their ready messages and a signal wakeup fd.
+The parent binds the socket once, starts *spawned* children that inherit it and each run
+the server (``realtime/server/run.py``) on it, sends each SIGTERM on shutdown and replaces
+one that dies. A worker sets up Django first, registers under its own server id and closes
+with 1012 ``service_restart``; the supervisor gates the ready line on every worker being
+ready, remembers which slot a replacement fills and keeps exit statuses. It is
+event-driven: it waits on the workers' process sentinels, their ready messages and a
+signal wakeup fd (no polling of busy workers).
 
 Spawn, not fork: each worker is a fresh interpreter that sets up Django, opens its own
 database connections and its own uvloop; nothing of the parent's (connections, loop,
@@ -40,7 +38,7 @@ from functools import partial
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger("realtime.server")
 
@@ -67,7 +65,7 @@ def worker_server_ids(base: str, count: int) -> list[str]:
 
 
 def worker_main(spec: WorkerSpec, sock: socket.socket, channel: Connection) -> None:
-    """A worker process: Django, then uvicorn on the inherited socket until told to stop."""
+    """A worker process: Django, then the server on the inherited socket until told to stop."""
     early_signals: list[int] = []
 
     def remember(sig: int, frame: FrameType | None) -> None:
@@ -111,10 +109,38 @@ def _stop_when_supervisor_exits(channel: Connection) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+class WorkerProcess(Protocol):
+    """What the supervisor uses of a worker's process (a spawned ``BaseProcess``; fakes in unit tests)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exitcode(self) -> int | None: ...
+
+    @property
+    def sentinel(self) -> int: ...
+
+    def is_alive(self) -> bool: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+def spawn_worker(spec: WorkerSpec, sock: socket.socket, channel: Connection) -> BaseProcess:
+    """Start worker ``spec`` in a fresh interpreter that inherits ``sock`` and ``channel``."""
+    process = SPAWN.Process(
+        target=worker_main, args=(spec, sock, channel), name=f"realtime-worker-{spec.index}", daemon=True
+    )
+    process.start()
+    return process
+
+
 @dataclass(eq=False, slots=True)
 class Worker:
     spec: WorkerSpec
-    process: BaseProcess
+    process: WorkerProcess
     channel: Connection  # the supervisor's end
     ready: bool = False
 
@@ -139,6 +165,9 @@ class Supervisor:
     own_metrics_dir: bool = False
     base: str = ""
     specs: list[WorkerSpec] = field(default_factory=list)
+    # Injectable for the unit tests (a fake clock, fake processes); production uses these.
+    clock: Callable[[], float] = time.monotonic
+    spawn: Callable[[WorkerSpec, socket.socket, Connection], WorkerProcess] = spawn_worker
 
     def run(self) -> str | None:
         from realtime.conf import realtime_settings
@@ -190,10 +219,7 @@ class Supervisor:
 
     def _start(self, spec: WorkerSpec) -> None:
         ours, theirs = SPAWN.Pipe()
-        process = SPAWN.Process(
-            target=worker_main, args=(spec, self.sock, theirs), name=f"realtime-worker-{spec.index}", daemon=True
-        )
-        process.start()
+        process = self.spawn(spec, self.sock, theirs)
         theirs.close()  # the worker holds its own copy; ours must be the only one left here
         self.workers[spec.index] = Worker(spec, process, ours)
         logger.info("worker started", extra={"server": spec.server_id, "pid": process.pid})
@@ -209,16 +235,20 @@ class Supervisor:
                 handlers[ready]()
             self._handle_signals()
             self._restart_due()
-            if self.stopping and self.workers and time.monotonic() >= self.stop_deadline:
-                for worker in list(self.workers.values()):
-                    self.failures.append(f"worker {worker.spec.server_id} did not stop in {SHUTDOWN_TIMEOUT:g} s")
-                    logger.error("worker did not stop; killing it", extra={"server": worker.spec.server_id})
-                    worker.process.kill()
-                    worker.process.join()
-                    self._forget(worker)
+            self._kill_overdue()
+
+    def _kill_overdue(self) -> None:
+        """Past the shutdown timeout, kill the workers still running and report each as a failure."""
+        if self.stopping and self.workers and self.clock() >= self.stop_deadline:
+            for worker in list(self.workers.values()):
+                self.failures.append(f"worker {worker.spec.server_id} did not stop in {SHUTDOWN_TIMEOUT:g} s")
+                logger.error("worker did not stop; killing it", extra={"server": worker.spec.server_id})
+                worker.process.kill()
+                worker.process.join()
+                self._forget(worker)
 
     def _timeout(self) -> float | None:
-        now = time.monotonic()
+        now = self.clock()
         if self.stopping:
             return max(0.0, self.stop_deadline - now)
         if self.restart_at:
@@ -271,7 +301,7 @@ class Supervisor:
             "worker stopped; restarting it" if code == 0 else "worker exited unexpectedly; restarting it",
             extra={"server": spec.server_id, "pid": worker.process.pid, "exitcode": code, "restart_in": delay},
         )
-        self.restart_at[spec.index] = time.monotonic() + delay
+        self.restart_at[spec.index] = self.clock() + delay
 
     def _forget(self, worker: Worker) -> None:
         self.workers.pop(worker.spec.index, None)
@@ -287,7 +317,7 @@ class Supervisor:
         if self.stopping:
             self.restart_at.clear()
             return
-        now = time.monotonic()
+        now = self.clock()
         for index, due in list(self.restart_at.items()):
             if due <= now:
                 del self.restart_at[index]
@@ -300,7 +330,7 @@ class Supervisor:
                 logger.info("stopping workers", extra={"server": self.base, "signal": signal.Signals(sig).name})
                 self._stop(signal.SIGTERM)
             elif sig == signal.SIGINT:
-                # As with one process: a second Ctrl-C means "now" (uvicorn's forced exit); a
+                # As with one process: a second Ctrl-C means "now" (the server's forced exit); a
                 # repeated SIGTERM (a process manager signalling the whole group) changes nothing.
                 logger.warning("stopping workers now", extra={"server": self.base})
                 for worker in self.workers.values():
@@ -308,7 +338,7 @@ class Supervisor:
 
     def _stop(self, sig: int) -> None:
         self.stopping = True
-        self.stop_deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+        self.stop_deadline = self.clock() + SHUTDOWN_TIMEOUT
         self.restart_at.clear()
         for worker in self.workers.values():
             _signal(worker, sig)

@@ -229,7 +229,7 @@ async def test_other_clients_unaffected_by_slowloris_and_floods(limited_server: 
     token = obtain_tokens(server, "bob")["access"]
     stop = asyncio.Event()
     baseline_task = asyncio.create_task(echo_latencies(server, token, stop))
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # time passing is the subject: a baseline measured over half a second
     stop.set()
     baseline = await baseline_task
     stop.clear()

@@ -1,4 +1,4 @@
-"""``manage.py serve``: the ASGI app on the production server (uvicorn, websockets Sans-I/O).
+"""``manage.py serve``: the ASGI app on the project's own server (uvloop, httptools, websockets Sans-I/O).
 
 It binds the socket itself so that ``--port 0`` works (the real port is logged in
 the ``listening on H:P`` line that launchers wait for), maps the REALTIME_*
