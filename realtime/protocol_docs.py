@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from realtime.client_events import protocol_table
 from realtime.protocol import PROTOCOL_VERSION
 from realtime.protocol.asyncapi import build_document
 
@@ -25,7 +26,7 @@ DEFAULT_HOST = "127.0.0.1:8000"
 @cache
 def _document(host: str) -> dict[str, Any]:
 
-    return build_document(PROTOCOL_VERSION, host)
+    return build_document(PROTOCOL_VERSION, protocol_table(), host)
 
 
 def asyncapi_document(host: str = DEFAULT_HOST) -> dict[str, Any]:

@@ -34,17 +34,19 @@ import sys
 import time
 from typing import Any
 
+import orjson
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 
+from realtime import namespaces
 from realtime.models import Event, Stream
+from realtime.namespaces import Namespace
 from realtime.protocol.errors import NotFound, ValidationFailed
 from realtime.protocol.json_safety import dotted, json_problem
-from realtime.protocol.streams import StreamKind, StreamName
-from realtime.selectors import resource_exists
+from realtime.protocol.streams import StreamName
 from realtime.streams.bus import BROKER_ERRORS
 from realtime.streams.event_log import Appended, CommittedEvent, EventLog
 
@@ -60,7 +62,7 @@ MAX_EVENT_LENGTH = 64  # Event.event
 _EVENT_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
 # Clients dispatch on these: a published "error" or "stream.reset" would be misread.
 _RESERVED_EVENTS = frozenset({"ack", "error"})
-_RESERVED_PREFIXES = ("session.", "stream.", "system.")
+_RESERVED_PREFIXES = ("session.", "stream.", "system.", "presence.")
 BUS_SEND_TIMEOUT = 1.0  # never hold the caller longer on a broker that does not answer
 
 
@@ -72,19 +74,29 @@ def _refuse(field: str, reason: str) -> PublishRefused:
     return PublishRefused(f"{field}: {reason}", fields={field: reason})
 
 
-def _stream_name(stream: object) -> StreamName:
+def _resolve(stream: object) -> tuple[Namespace, StreamName]:
+    """The stream's declared namespace (realtime/namespaces.py) and its parsed name."""
     if not isinstance(stream, str):
         raise _refuse("stream", "must be a string")
     try:
-        return StreamName.parse(stream)
+        return namespaces.resolve(stream)
     except ValidationFailed:
-        raise _refuse(
-            "stream", f"{stream[:80]!r} is not room:NAME ([a-z0-9_-]{{1,64}}), user:ID or resource:ID"
-        ) from None
+        declared = namespaces.namespaces()
+        prefix, sep, _ = stream.partition(":")
+        if sep and namespaces.get(prefix) is None:
+            known = ", ".join(f"{ns.prefix}:" for ns in declared)
+            reason = f"names an unknown stream namespace {prefix[:24]!r} (known: {known})"
+        else:
+            reason = "is not " + ", ".join(ns.pattern().shape for ns in declared)
+        raise _refuse("stream", f"{stream[:80]!r} {reason}") from None
 
 
-def _check(stream: object, event: object, data: object, id: object) -> StreamName:
-    name = _stream_name(stream)
+def _stream_name(stream: object) -> StreamName:
+    return _resolve(stream)[1]
+
+
+def _check(stream: object, event: object, data: object, id: object) -> tuple[Namespace, StreamName]:
+    namespace, name = _resolve(stream)
     if not isinstance(event, str) or len(event) > MAX_EVENT_LENGTH or not _EVENT_NAME.fullmatch(event):
         raise _refuse("event", f"must be a dotted lowercase name of at most {MAX_EVENT_LENGTH} characters")
     if event in _RESERVED_EVENTS or event.startswith(_RESERVED_PREFIXES):
@@ -96,9 +108,12 @@ def _check(stream: object, event: object, data: object, id: object) -> StreamNam
         path, reason = problem
         field = dotted(path, "data")
         raise PublishRefused(f"{field}: {reason}", fields={field: reason})
+    limit = namespace.max_event_bytes
+    if limit is not None and len(orjson.dumps(data)) > limit:
+        raise _refuse("data", f"over the {limit}-byte limit of {namespace.prefix}: streams")
     if id is not None and (not isinstance(id, str) or not 0 < len(id) <= MAX_ID_LENGTH or "\x00" in id):
         raise _refuse("id", f"must be a non-empty string of at most {MAX_ID_LENGTH} characters without U+0000")
-    return name
+    return namespace, name
 
 
 def _refuse_event_loop(function: str) -> None:
@@ -110,10 +125,11 @@ def _refuse_event_loop(function: str) -> None:
     raise RuntimeError(f"realtime.{function}() is synchronous: from async code use await realtime.a{function}(...)")
 
 
-def _require_resource(name: StreamName) -> None:
-    # As stream.subscribe does (section 11): a missing resource's stream is never created.
-    if name.kind is StreamKind.RESOURCE and not resource_exists(int(name.key)):
-        raise NotFound(f"resource {name.key} does not exist")
+def _require_existing(namespace: Namespace, name: StreamName) -> None:
+    # As stream.subscribe does (section 11): a stream its namespace says does not exist
+    # (resource:ID of a missing resource) is never created.
+    if namespace.exists is not None and not namespace.exists(name):
+        raise NotFound(namespace.missing.format(stream=name, key=name.key))
 
 
 def _append(name: StreamName, event: str, data: dict[str, Any], id: str | None) -> Appended:
@@ -148,10 +164,10 @@ def publish(stream: str, event: str, data: dict[str, Any], *, id: str | None = N
     nothing is stored then.
     """
     _refuse_event_loop("publish")
-    name = _check(stream, event, data, id)
+    namespace, name = _check(stream, event, data, id)
     # A savepoint inside the caller's transaction: a failed append leaves it usable.
     with transaction.atomic():
-        _require_resource(name)
+        _require_existing(namespace, name)
         appended = _append(name, event, data, id)
         if appended.created:
             transaction.on_commit(functools.partial(_fan_out, appended.event))
@@ -172,8 +188,8 @@ def position(stream: str) -> tuple[int, str]:
     ``resource:ID`` of a missing resource is :class:`~realtime.protocol.errors.NotFound`.
     """
     _refuse_event_loop("position")
-    name = _stream_name(stream)
-    _require_resource(name)
+    namespace, name = _resolve(stream)
+    _require_existing(namespace, name)
     info = EventLog.stream_info(str(name))
     return info.head, info.epoch
 

@@ -7,3 +7,6 @@ import os
 os.environ.setdefault("DJANGO_SECRET_KEY", "pytest-and-mypy-only-key-0123456789abcdef0123456789abcdef")
 
 from project.settings import *  # noqa: F403
+
+# A test app that declares its own stream namespaces and client events (issue 16).
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.platform_app"]  # noqa: F405

@@ -1,27 +1,34 @@
-"""One ``async def`` per client event; each returns the ``ack`` data or raises a ProtocolError.
+"""The contract's client events: one ``async def`` each, declared with :func:`client_event`.
 
-Handlers receive the connection (as the narrow :class:`Connection` protocol), the
-validated data and the message ``id``. The event registry (``protocol/events.py``)
-decides staff-only events before a handler runs; stream ownership is checked here.
-``HANDLERS`` at the bottom is the only way a client event name reaches code.
+Each returns the ``ack`` data or raises a ProtocolError. Handlers receive the connection
+(as the narrow :class:`Connection` protocol), the validated data and the message ``id``.
+The declaration gives the schema and staff-only flag, which the protocol session checks
+before a handler runs; stream rules come from the stream's namespace
+(``realtime/namespaces.py``). ``HANDLERS`` (the registry's live view, the contract's
+events and every app's own) is the only way a client event name reaches code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from channels.db import database_sync_to_async
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from accounts.selectors import user_get_by_id, user_get_by_username
 from accounts.tokens import TokenRejected, access_token_verify, token_is_current
+from realtime.client_events import client_event, registry
 from realtime.conf import realtime_settings, server_id
 from realtime.connection.sanitize import text_sanitize_async
+from realtime.namespaces import Check, Namespace, resolve
 from realtime.protocol.close_codes import CloseReason
 from realtime.protocol.envelope import render_push
-from realtime.protocol.errors import Forbidden, LimitExceeded, NotFound, ValidationFailed
+from realtime.protocol.errors import Forbidden, InternalError, LimitExceeded, NotFound, ProtocolError, ValidationFailed
 from realtime.protocol.schemas import (
     AdminAnnounceData,
     AdminKickData,
@@ -35,8 +42,8 @@ from realtime.protocol.schemas import (
     StreamSubscribeData,
     StreamUnsubscribeData,
 )
-from realtime.protocol.streams import StreamKind, StreamName
-from realtime.selectors import aopen_sessions_elsewhere, aresource_exists, aresource_get
+from realtime.protocol.streams import StreamName
+from realtime.selectors import aopen_sessions_elsewhere, aresource_get
 from realtime.services import amessage_publish, aresource_update, user_ref
 from realtime.streams.event_log import Appended, iso_ms
 from realtime.streams.fanout import Subscription, get_hub
@@ -65,6 +72,8 @@ class AckThen:
 
 Handler = Callable[[Connection, Any, str | None], Awaitable[Any]]
 
+logger = logging.getLogger("realtime.connection")
+
 
 def iso_utc(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -77,21 +86,39 @@ async def _sanitized(text: str) -> str:
     return clean
 
 
-def _readable(conn: Connection, raw: str) -> StreamName:
-    name = StreamName.parse(raw)
-    if not name.readable_by(conn.user_id):
-        raise Forbidden(f"{name} belongs to another user")
-    return name
+async def _allowed(namespace: Namespace, check: Check, what: str, user: Any, name: StreamName) -> bool:
+    """Run a namespace's check; a ProtocolError passes, and so does a database fault (the
+    consumer closes with try_again_later); anything else is a logged ``internal_error``."""
+    try:
+        if namespace.uses_database:
+            return bool(await database_sync_to_async(check)(user, name))
+        return bool(check(user, name))
+    except (ProtocolError, OperationalError, InterfaceError):
+        raise
+    except Exception as exc:
+        logger.exception("namespace check failed", extra={"event": what, "stream": str(name)})
+        raise InternalError(f"the {what} check of {namespace.prefix}: streams failed") from exc
 
 
+async def _readable(conn: Connection, raw: str) -> tuple[Namespace, StreamName]:
+    namespace, name = resolve(raw)
+    check = namespace.can_subscribe
+    if check is not None and not await _allowed(namespace, check, "can_subscribe", conn.user, name):
+        raise Forbidden(namespace.refusal.format(stream=name, key=name.key))
+    return namespace, name
+
+
+@client_event("ping", schema=PingData, idempotent=True)
 async def ping(conn: Connection, data: PingData, ref: str | None) -> dict[str, Any]:
     return {} if data.ts is None else {"ts": data.ts}
 
 
+@client_event("echo", idempotent=True)
 async def echo(conn: Connection, data: dict[str, Any], ref: str | None) -> dict[str, Any]:
     return data
 
 
+@client_event("auth.refresh", schema=AuthRefreshData, idempotent=True)
 async def auth_refresh(conn: Connection, data: AuthRefreshData, ref: str | None) -> dict[str, Any]:
     try:
         claims = access_token_verify(data.token)
@@ -110,8 +137,9 @@ async def auth_refresh(conn: Connection, data: AuthRefreshData, ref: str | None)
     return {"token_expires_at": iso_utc(claims.expires_at)}
 
 
+@client_event("stream.subscribe", schema=StreamSubscribeData, idempotent=True)
 async def stream_subscribe(conn: Connection, data: StreamSubscribeData, ref: str | None) -> AckThen:
-    name = _readable(conn, data.stream)
+    namespace, name = await _readable(conn, data.stream)
     key = str(name)
     hub = get_hub()
     previous = conn.subscriptions.get(key)
@@ -122,9 +150,10 @@ async def stream_subscribe(conn: Connection, data: StreamSubscribeData, ref: str
                 f"this connection already follows {limit} streams; unsubscribe first",
                 limit="REALTIME_MAX_SUBSCRIPTIONS",
             )
-        # Subscribing creates the stream: only for resources that exist (section 11).
-        if name.kind is StreamKind.RESOURCE and key not in hub.streams and not await aresource_exists(int(name.key)):
-            raise NotFound(f"resource {name.key} does not exist")
+        # Subscribing creates the stream: only when its namespace says it exists (section 11).
+        exists = namespace.exists
+        if exists is not None and key not in hub.streams and not await database_sync_to_async(exists)(name):
+            raise NotFound(namespace.missing.format(stream=name, key=name.key))
     else:  # a re-subscribe replaces the old position
         del conn.subscriptions[key]
         hub.detach(previous)
@@ -146,6 +175,7 @@ async def stream_subscribe(conn: Connection, data: StreamSubscribeData, ref: str
     return AckThen(ack, lambda: hub.activate(sub))
 
 
+@client_event("stream.unsubscribe", schema=StreamUnsubscribeData, idempotent=True)
 async def stream_unsubscribe(conn: Connection, data: StreamUnsubscribeData, ref: str | None) -> dict[str, Any]:
     key = str(StreamName.parse(data.stream))
     sub = conn.subscriptions.pop(key, None)
@@ -154,8 +184,9 @@ async def stream_unsubscribe(conn: Connection, data: StreamUnsubscribeData, ref:
     return {"stream": key}
 
 
+@client_event("stream.history", schema=StreamHistoryData, idempotent=True)
 async def stream_history(conn: Connection, data: StreamHistoryData, ref: str | None) -> dict[str, object]:
-    name = _readable(conn, data.stream)
+    _, name = await _readable(conn, data.stream)
     page: HistoryPage = await ahistory_page(str(name), data.since, data.limit, realtime_settings().max_reply_bytes)
     return page.ack(str(name))
 
@@ -166,23 +197,39 @@ def _ack_then_publish(appended: Appended, ack: dict[str, Any]) -> AckThen:
 
 
 def _room(raw: str) -> StreamName:
-    """The room a ``message.send`` names (parsing is cached in ``StreamName.parse``)."""
-    name = StreamName.parse(raw)
-    if name.kind is not StreamKind.ROOM:
+    """The stream a ``message.send`` names: a room, or any namespace open to client publishes
+    (parsing is cached in ``StreamName.parse``)."""
+    return _publishable(raw)[1]
+
+
+def _publishable(raw: str) -> tuple[Namespace, StreamName]:
+    namespace, name = resolve(raw)
+    if namespace.can_publish is None:
         raise ValidationFailed(
-            "data.stream: message.send publishes to room:NAME streams", fields={"stream": "not a room"}
+            f"data.stream: {namespace.prefix}: streams are published by the server only; "
+            "message.send publishes to room:NAME and namespaces open to clients",
+            fields={"stream": "not a room"},
         )
-    return name
+    return namespace, name
 
 
+@client_event("message.send", schema=MessageSendData, idempotent=True)
 async def message_send(conn: Connection, data: MessageSendData, ref: str | None) -> AckThen:
-    name = _room(data.stream)
-    appended = await amessage_publish(
-        stream=name, event="message.new", sender=conn.user, client_id=ref, text=await _sanitized(data.text)
-    )
+    namespace, name = _publishable(data.stream)
+    assert namespace.can_publish is not None
+    if not await _allowed(namespace, namespace.can_publish, "can_publish", conn.user, name):
+        raise Forbidden(f"not allowed to publish to {name}")
+    text = await _sanitized(data.text)
+    limit = namespace.max_event_bytes
+    if limit is not None and len(text.encode("utf-8", "surrogatepass")) > limit:
+        raise ValidationFailed(
+            f"data.text: over the {limit}-byte limit of {namespace.prefix}: streams", fields={"text": "too long"}
+        )
+    appended = await amessage_publish(stream=name, event="message.new", sender=conn.user, client_id=ref, text=text)
     return _ack_then_publish(appended, {"stream": appended.event.stream, "offset": appended.event.offset})
 
 
+@client_event("message.direct", schema=MessageDirectData, idempotent=True)
 async def message_direct(conn: Connection, data: MessageDirectData, ref: str | None) -> AckThen:
     recipient = await user_get_by_username(data.to)
     if recipient is None:
@@ -197,11 +244,13 @@ async def message_direct(conn: Connection, data: MessageDirectData, ref: str | N
     return _ack_then_publish(appended, {"stream": appended.event.stream, "offset": appended.event.offset})
 
 
+@client_event("resource.get", schema=ResourceGetData, idempotent=True)
 async def resource_get(conn: Connection, data: ResourceGetData, ref: str | None) -> dict[str, Any]:
     resource = await aresource_get(data.id)
     return {"id": resource["id"], "version": resource["version"], "data": resource["data"]}
 
 
+@client_event("resource.update", schema=ResourceUpdateData, idempotent=True)
 async def resource_update(conn: Connection, data: ResourceUpdateData, ref: str | None) -> AckThen:
     appended = await aresource_update(
         resource_id=data.id, version=data.version, data=data.data, user=conn.user, client_id=ref
@@ -210,6 +259,7 @@ async def resource_update(conn: Connection, data: ResourceUpdateData, ref: str |
     return _ack_then_publish(appended, {"id": pushed["id"], "version": pushed["version"]})
 
 
+@client_event("admin.announce", schema=AdminAnnounceData, staff_only=True)
 async def admin_announce(conn: Connection, data: AdminAnnounceData, ref: str | None) -> AckThen:
     payload = {"text": await _sanitized(data.text), "from": user_ref(conn.user), "ts": iso_ms(timezone.now())}
     message = {"type": "push", "frame": render_push("system.announcement", payload)}
@@ -219,6 +269,7 @@ async def admin_announce(conn: Connection, data: AdminAnnounceData, ref: str | N
     return AckThen({"delivered_to": hub.count_local() + elsewhere}, lambda: _broadcast(message))
 
 
+@client_event("admin.kick", schema=AdminKickData, staff_only=True)
 async def admin_kick(conn: Connection, data: AdminKickData, ref: str | None) -> AckThen:
     target = await user_get_by_username(data.username)
     if target is None:
@@ -233,17 +284,5 @@ def _broadcast(message: dict[str, Any], user_id: int | None = None) -> None:
     get_hub().broadcast(message, user_id=user_id)
 
 
-HANDLERS: dict[str, Handler] = {
-    "ping": ping,
-    "echo": echo,
-    "auth.refresh": auth_refresh,
-    "stream.subscribe": stream_subscribe,
-    "stream.unsubscribe": stream_unsubscribe,
-    "stream.history": stream_history,
-    "message.send": message_send,
-    "message.direct": message_direct,
-    "resource.get": resource_get,
-    "resource.update": resource_update,
-    "admin.announce": admin_announce,
-    "admin.kick": admin_kick,
-}
+# Every declared event, the contract's and the apps' (filled as declarations run).
+HANDLERS: Mapping[str, Callable[[Any, Any, str | None], Awaitable[Any]]] = registry.handlers

@@ -23,8 +23,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from realtime.client_events import protocol_table
 from realtime.conf import realtime_settings
-from realtime.protocol.events import EVENTS
 
 OPEN_CONNECTIONS = Gauge("realtime_open_connections", "WebSocket sessions open now", multiprocess_mode="livesum")
 CONNECTS = Counter("realtime_connects", "Authenticated WebSocket sessions opened")
@@ -50,8 +50,6 @@ DELIVERY_LATENCY = Histogram(
     "From commit of an event to its hand-off to this process's subscribers",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
-
-KNOWN_EVENTS = frozenset(EVENTS)
 
 
 class Tally:
@@ -82,8 +80,9 @@ def fold_tallies() -> None:
 
 
 def event_label(event: str | None) -> str:
-    """The event as a label: a contract event name, or one bucket for everything else."""
-    return event if event in KNOWN_EVENTS else "other"
+    """The event as a label: a declared client event's name (the contract's and the apps'
+    own, a set fixed once apps are ready), or one bucket for everything else."""
+    return event if event is not None and event in protocol_table() else "other"
 
 
 def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -124,9 +123,14 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
 
 
-# Children resolved once: .labels() on every message would cost a dict build and lookup.
-_IN = {name: MESSAGES_IN.labels(name) for name in (*KNOWN_EVENTS, "other")}
+# Children resolved once per label: .labels() on every message would cost a dict build and lookup.
+_IN: dict[str, Counter] = {}
 
 
 def count_in(event: str | None) -> None:
-    _IN[event_label(event)].inc()
+    label = event_label(event)
+    child = _IN.get(label)
+    if child is None:  # the first message: every declared event's series starts at 0
+        _IN.update({name: MESSAGES_IN.labels(name) for name in (*protocol_table(), "other") if name not in _IN})
+        child = _IN[label]
+    child.inc()

@@ -1,10 +1,11 @@
 """The AsyncAPI 3.0 document of the WebSocket protocol, generated from the registries.
 
-Client events and their ``data`` schemas come from :data:`~realtime.protocol.events.EVENTS`,
-acks and pushes from :mod:`~realtime.protocol.pushes`, error codes and close codes from
-their enums: nothing in the document is written by hand except prose. Schemas are
-pydantic's ``model_json_schema()``, with their shared definitions hoisted into
-``components.schemas`` because AsyncAPI resolves ``$ref`` against the whole document.
+Client events and their ``data`` schemas come from the event table passed in (the registry
+of ``realtime/client_events.py``: the contract's events and the project's own), acks and
+pushes from :mod:`~realtime.protocol.pushes`, error codes and close codes from their enums:
+nothing in the document is written by hand except prose. Schemas are pydantic's
+``model_json_schema()``, with their shared definitions hoisted into ``components.schemas``
+because AsyncAPI resolves ``$ref`` against the whole document.
 
 The document takes a client's point of view (AsyncAPI 3 describes one application): a
 client *sends* client events and *receives* their ``ack``/``error`` replies and the pushes.
@@ -12,6 +13,7 @@ client *sends* client events and *receives* their ``ack``/``error`` replies and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -19,7 +21,7 @@ from pydantic import BaseModel
 from realtime.protocol.close_codes import CLOSE_CODE_FOR, RESUMABLE, CloseCode
 from realtime.protocol.envelope import MAX_ID_LENGTH, MAX_SEQ
 from realtime.protocol.errors import ErrorCode
-from realtime.protocol.events import EVENTS, Permission
+from realtime.protocol.events import EventSpec
 from realtime.protocol.pushes import ACKS, PUSHES, ErrorData
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -108,8 +110,12 @@ def _close_codes() -> list[dict[str, Any]]:
     ]
 
 
-def build_document(protocol_version: int, host: str = "127.0.0.1:8000") -> dict[str, Any]:
-    """The AsyncAPI 3.0 document as a JSON-ready dict; ``host`` is the server variable's default."""
+def build_document(
+    protocol_version: int, events: Mapping[str, EventSpec], host: str = "127.0.0.1:8000"
+) -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of ``events`` as a JSON-ready dict; ``host`` is the server
+    variable's default. An event without an ack schema in ``pushes.ACKS`` (a project's own)
+    is acked with an object."""
     schemas = _Schemas()
     messages: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -129,14 +135,17 @@ def build_document(protocol_version: int, host: str = "127.0.0.1:8000") -> dict[
         },
     )
 
-    for name, spec in EVENTS.items():
+    for name, spec in events.items():
         data = schemas.ref(spec.schema) if spec.schema is not None else dict(_ANY_OBJECT)
-        staff = spec.permission is Permission.STAFF
+        staff = spec.staff_only
         sent = message(f"send_{_key(name)}", _client_message(name, data, staff))
-        ack_model = ACKS[name]
-        ack_data = (
-            schemas.ref(ack_model) if ack_model is not None else {"type": "object", "description": "the request's data"}
-        )
+        ack_data: dict[str, Any]
+        if name not in ACKS:
+            ack_data = {"type": "object", "description": "what the project's handler returns"}
+        elif (ack_model := ACKS[name]) is None:
+            ack_data = {"type": "object", "description": "the request's data"}
+        else:
+            ack_data = schemas.ref(ack_model)
         ack = message(
             f"ack_{_key(name)}", {"name": "ack", "title": f"ack of {name}", "payload": _reply("ack", ack_data)}
         )
@@ -147,7 +156,8 @@ def build_document(protocol_version: int, host: str = "127.0.0.1:8000") -> dict[
             "channel": channel_ref,
             "messages": [sent],
             "reply": {"channel": channel_ref, "messages": [ack, error_ref]},
-            "x-permission": spec.permission.value,
+            "x-permission": "staff" if staff else "authenticated",
+            "x-idempotent": spec.idempotent,
         }
 
     for name, push in PUSHES.items():

@@ -107,6 +107,33 @@ class SkippedData(ServerData):
     reason: Literal["unrenderable"]
 
 
+class PresenceUser(UserRef):
+    sessions: int = Field(description="the user's sessions subscribed to the stream, on every server")
+    meta: dict[str, Any] | None = Field(description="what the user last set with stream.presence meta, or null")
+
+
+class PresenceStateData(ServerData):
+    stream: str
+    users: list[PresenceUser] = Field(description="every member present now, by id")
+    degraded: bool = Field(description="true while the broker is away: other servers' members may be stale")
+
+
+class PresenceJoinData(ServerData):
+    stream: str
+    users: list[PresenceUser] = Field(description="members who joined (or changed their meta) in the last interval")
+
+
+class PresenceLeaveData(ServerData):
+    stream: str
+    users: list[UserRef] = Field(description="members whose last session left in the last interval")
+
+
+class SignalData(ServerData):
+    stream: str
+    from_: UserRef = Field(alias="from")
+    data: Any = Field(description="the sender's payload, as sent (at most 1024 bytes as JSON)")
+
+
 @dataclass(frozen=True, slots=True)
 class PushSpec:
     name: str
@@ -134,6 +161,15 @@ PUSHES: dict[str, PushSpec] = {
             StreamResetData,
             "The subscription missed events it cannot replay: reload the stream, as after recovered:false.",
         ),
+        PushSpec(
+            "presence.state",
+            PresenceStateData,
+            "Every member present in a presence-enabled stream: right after the subscribe ack, and when the "
+            "broker is lost or back.",
+        ),
+        PushSpec("presence.join", PresenceJoinData, "Members who joined the stream, coalesced per interval."),
+        PushSpec("presence.leave", PresenceLeaveData, "Members who left the stream, coalesced per interval."),
+        PushSpec("stream.signal", SignalData, "An ephemeral signal from another subscriber: not stored, not replayed."),
         PushSpec("system.announcement", AnnouncementData, "An announcement from staff to every open session."),
         PushSpec("auth.expiring", AuthExpiringData, "Sent shortly before the access token expires."),
         PushSpec("flow.pause", FlowPauseData, "Sending too fast: wait before sending more (section 9)."),
@@ -195,6 +231,10 @@ class ResourceUpdateAck(ServerData):
     version: int
 
 
+class SignalAck(ServerData):
+    stream: str
+
+
 class AnnounceAck(ServerData):
     delivered_to: int
 
@@ -211,6 +251,8 @@ ACKS: dict[str, type[ServerData] | None] = {
     "stream.subscribe": SubscribeAck,
     "stream.unsubscribe": UnsubscribeAck,
     "stream.history": HistoryAck,
+    "stream.presence": PresenceStateData,
+    "stream.signal": SignalAck,
     "message.send": PublishAck,
     "message.direct": PublishAck,
     "resource.get": ResourceAck,

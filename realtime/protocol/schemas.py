@@ -27,8 +27,8 @@ class AuthRefreshData(ClientData):
     token: Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH)]
 
 
-# Stream names are checked by StreamName.parse in the handler, which knows the rules
-# of each kind; here they only need to be strings.
+# Stream names are checked in the handler against the declared namespaces
+# (realtime/namespaces.py), which know the rules of each; here they only need to be strings.
 StreamField = Annotated[str, Field(min_length=1, max_length=200)]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH)]
 Offset = Annotated[int, Field(ge=0, le=2**63 - 1)]
@@ -79,6 +79,17 @@ class AdminAnnounceData(ClientData):
 class AdminKickData(ClientData):
     username: Annotated[str, Field(min_length=1, max_length=150)]
     reason: Annotated[str, Field(max_length=100)] | None = None
+
+
+class StreamPresenceData(ClientData):
+    stream: StreamField
+    # Set this user's presence metadata in the stream (a subscriber only); size checked in the handler.
+    meta: dict[str, Any] | None = None
+
+
+class StreamSignalData(ClientData):
+    stream: StreamField
+    data: Any  # any JSON value, at most SIGNAL_MAX_BYTES serialized (checked in the handler)
 
 
 _REASONS = {

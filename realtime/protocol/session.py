@@ -10,6 +10,7 @@ records the reply for retransmissions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from realtime.protocol.errors import (
     UnsupportedFrame,
     ValidationFailed,
 )
-from realtime.protocol.events import EVENTS, EventSpec, Permission
+from realtime.protocol.events import EventSpec
 from realtime.protocol.schemas import validation_fields
 from realtime.protocol.sequence import SequenceTracker, SeqVerdict
 
@@ -60,6 +61,10 @@ class Immediate:
 
 @dataclass(slots=True)
 class ProtocolSession:
+    """``events`` is the table of client events this connection accepts (injected: the
+    protocol core holds none of its own)."""
+
+    events: Mapping[str, EventSpec]
     is_staff: bool = False
     sequence: SequenceTracker = field(default_factory=SequenceTracker)
 
@@ -121,11 +126,11 @@ class ProtocolSession:
         return self._refuse(error, command.event, command.ref, command.seq).reply
 
     def _command(self, envelope: Envelope) -> Command | Immediate:
-        spec = EVENTS.get(envelope.event)
+        spec = self.events.get(envelope.event)
         if spec is None:
             unknown = UnknownEvent(f"unknown event: {envelope.event[:64]}")
             return self._refuse(unknown, envelope.event[:64], envelope.id, envelope.seq)
-        if spec.permission is Permission.STAFF and not self.is_staff:
+        if spec.staff_only and not self.is_staff:
             forbidden = Forbidden(f"{spec.name} is for staff only")
             return self._refuse(forbidden, spec.name, envelope.id, envelope.seq)
         data: Any = envelope.data

@@ -12,11 +12,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from realtime.client_events import protocol_table, registry
 from realtime.protocol import errors
 from realtime.protocol.asyncapi import build_document
 from realtime.protocol.close_codes import CLOSE_CODE_FOR, CloseReason
 from realtime.protocol.errors import ErrorCode, ProtocolError
-from realtime.protocol.events import EVENTS
 from realtime.protocol.pushes import ACKS, PUSHES, ErrorData
 
 REALTIME = Path(__file__).resolve().parents[2] / "realtime"
@@ -98,16 +98,20 @@ def test_the_scan_finds_a_new_push_and_a_push_named_by_a_constant() -> None:
     assert pushed_event_names(source) == {"flow.hold", "system.notice", "thing.done", "message.edited"}
 
 
+# The realtime package's own events (the contract); apps' events are acked with an object.
+EVENTS = registry.builtin()
+
+
 def test_every_client_event_has_a_declared_ack() -> None:
     assert set(ACKS) == set(EVENTS)
 
 
 def test_the_document_has_an_operation_for_every_event_and_push() -> None:
-    document = build_document(1)
+    document = build_document(1, protocol_table())
     operations = document["operations"]
     sent = {op["title"] for op in operations.values() if op["action"] == "send"}
     received = {op["title"] for op in operations.values() if op["action"] == "receive"}
-    assert sent == set(EVENTS)
+    assert sent == set(protocol_table())
     assert received == set(PUSHES)
     for op in operations.values():
         if op["action"] == "send":
@@ -116,10 +120,10 @@ def test_the_document_has_an_operation_for_every_event_and_push() -> None:
 
 
 def test_client_event_payloads_are_the_registry_schemas() -> None:
-    document = build_document(1)
+    document = build_document(1, protocol_table())
     messages = document["channels"]["realtime"]["messages"]
     schemas = document["components"]["schemas"]
-    for name, spec in EVENTS.items():
+    for name, spec in protocol_table().items():
         data = messages[f"send_{name.replace('.', '_')}"]["payload"]["properties"]["data"]
         if spec.schema is None:
             assert data["type"] == "object"
@@ -131,7 +135,7 @@ def test_client_event_payloads_are_the_registry_schemas() -> None:
 
 
 def test_error_and_close_codes_are_all_in_the_document() -> None:
-    document = build_document(1)
+    document = build_document(1, protocol_table())
     assert document["components"]["schemas"]["ErrorCode"]["enum"] == [code.value for code in ErrorCode]
     closes = {(c["code"], c["reason"]) for c in document["x-close-codes"]}
     assert {(int(CLOSE_CODE_FOR[reason]), reason.value) for reason in CloseReason} <= closes

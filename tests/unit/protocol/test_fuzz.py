@@ -14,6 +14,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from realtime.client_events import protocol_table
 from realtime.protocol.envelope import MAX_ID_LENGTH, MAX_SEQ
 from realtime.protocol.sequence import REPLY_CACHE_SIZE
 from realtime.protocol.session import Command, Immediate, ProtocolSession
@@ -189,7 +190,7 @@ def check_reply(text: str, *, expect_seq: int | None) -> dict[str, Any]:
 @given(st.lists(texts(), min_size=1, max_size=6))
 def test_receive_text_never_raises_and_always_replies(frames):
     """Frames: every client message gets exactly one reply, ack or error, carrying ref, and seq iff it had one"""
-    session = ProtocolSession()
+    session = ProtocolSession(protocol_table())
     sent: dict[int, str] = {}  # seq -> reply, to recognise retransmissions
     for text in frames:
         outcome = session.receive_text(text)
@@ -213,7 +214,7 @@ def test_receive_text_never_raises_and_always_replies(frames):
 @given(st.text(st.characters(codec=None, exclude_categories=()), max_size=200))
 def test_arbitrary_unicode_is_answered_with_an_error(text):
     """Errors: empty_message / invalid_json / invalid_envelope -> arbitrary text never raises, stays open"""
-    session = ProtocolSession()
+    session = ProtocolSession(protocol_table())
     outcome = session.receive_text(text)
     reply_text = session.complete(outcome, {}) if isinstance(outcome, Command) else outcome.reply
     check_reply(reply_text, expect_seq=readable_seq(text))
@@ -232,7 +233,7 @@ def test_arbitrary_unicode_is_answered_with_an_error(text):
 )
 def test_deep_nesting_never_raises(depth, opener):
     """Errors: invalid_json (or a normal reply) for deeply nested input, never an exception"""
-    session = ProtocolSession()
+    session = ProtocolSession(protocol_table())
     outcome = session.receive_text(opener * depth)
     assert isinstance(outcome, Immediate)
     assert check_reply(outcome.reply, expect_seq=None)["data"]["code"] == "invalid_json"
@@ -242,7 +243,7 @@ def test_deep_nesting_never_raises(depth, opener):
 @given(st.integers(min_value=0, max_value=MAX_SEQ - 200), st.integers(min_value=1, max_value=60))
 def test_in_order_pings_are_acked_with_their_seq(start, count):
     """Ordering: Sequence numbers -> each in-order seq'd ping is acked with the same seq"""
-    session = ProtocolSession()
+    session = ProtocolSession(protocol_table())
     for seq in range(start, start + count):
         outcome = session.receive_text(json.dumps({"event": "ping", "id": f"p{seq}", "seq": seq}))
         assert isinstance(outcome, Command)
@@ -258,7 +259,7 @@ def test_in_order_pings_are_acked_with_their_seq(start, count):
 )
 def test_skipping_seq_reports_expected(start, count, skip):
     """Ordering: Sequence numbers -> gap reports expected (and the skipped-to message is not processed)"""
-    session = ProtocolSession()
+    session = ProtocolSession(protocol_table())
     for seq in range(start, start + count):
         outcome = session.receive_text(json.dumps({"event": "ping", "seq": seq}))
         assert isinstance(outcome, Command)
@@ -289,7 +290,7 @@ steps = st.one_of(
 def test_sequence_model(start, plan, warmup):
     """Ordering: Sequence numbers -> accept in order, gap reports expected, retransmit returns original reply,
     older than the cache -> sequence_gap, no seq on a seq'd connection -> invalid_envelope"""
-    session = ProtocolSession()
+    session = ProtocolSession(protocol_table())
     expected: int | None = None
     cache: dict[int, str] = {}
     plan = [("next", 0)] * warmup + plan

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from realtime.client_events import protocol_table
 from realtime.protocol.envelope import Envelope, Rejected, parse_envelope, render_ack, render_push
 from realtime.protocol.errors import InvalidEnvelope, ValidationFailed
 from realtime.protocol.json_safety import (
@@ -216,7 +217,7 @@ def test_lone_surrogate_is_refused_by_the_parser_and_big_integers_become_floats(
 
 
 def test_session_answers_a_300_deep_echo_with_one_validation_error() -> None:
-    session = ProtocolSession(is_staff=False)
+    session = ProtocolSession(protocol_table(), is_staff=False)
     reply = reply_of(session.receive_text(json.dumps({"event": "echo", "id": "e", "data": nested(300)})))
     assert (reply["event"], reply["ref"], reply["data"]["code"]) == ("error", "e", "validation_error")
 

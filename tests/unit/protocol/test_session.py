@@ -10,17 +10,21 @@ import json
 
 import pytest
 
+from realtime.client_events import protocol_table
 from realtime.protocol.errors import Conflict, ErrorCode, Forbidden, NotFound, ProtocolError, ValidationFailed
-from realtime.protocol.events import EVENTS, EventSpec, Permission
+from realtime.protocol.events import EventSpec
 from realtime.protocol.schemas import MAX_TOKEN_LENGTH, AuthRefreshData, PingData
 from realtime.protocol.sequence import REPLY_CACHE_SIZE
 from realtime.protocol.session import Command, Immediate, ProtocolSession
 from tests.unit.protocol.helpers import error_code, frame, ping, reply_of
 
+# The event table the server derives from its declarations (realtime/client_events.py).
+EVENTS = protocol_table()
+
 
 @pytest.fixture
 def session() -> ProtocolSession:
-    return ProtocolSession()
+    return ProtocolSession(EVENTS)
 
 
 def command_of(outcome: Command | Immediate) -> Command:
@@ -195,10 +199,10 @@ def test_validation_error_reply_never_contains_the_rejected_token_value(session)
     assert secret[:100] not in outcome.error.message
 
 
-def test_staff_only_event_is_forbidden_for_non_staff(monkeypatch):
+def test_staff_only_event_is_forbidden_for_non_staff():
     """Errors: forbidden -> staff-only event by a non-staff user, connection stays open"""
-    monkeypatch.setitem(EVENTS, "admin.announce", EventSpec("admin.announce", None, Permission.STAFF))
-    session = ProtocolSession(is_staff=False)
+    events = {**EVENTS, "admin.announce": EventSpec("admin.announce", None, staff_only=True)}
+    session = ProtocolSession(events, is_staff=False)
     reply = reply_of(session.receive_text(frame(event="admin.announce", id="a-1", seq=0, data={"text": "x"})))
     assert reply["event"] == "error"
     assert reply["ref"] == "a-1"
@@ -207,17 +211,17 @@ def test_staff_only_event_is_forbidden_for_non_staff(monkeypatch):
     assert_stays_open(session, seq=1)
 
 
-def test_staff_only_event_is_a_command_for_staff(monkeypatch):
+def test_staff_only_event_is_a_command_for_staff():
     """Events: admin.* staff only -> staff users get the command"""
-    monkeypatch.setitem(EVENTS, "admin.announce", EventSpec("admin.announce", None, Permission.STAFF))
-    session = ProtocolSession(is_staff=True)
+    events = {**EVENTS, "admin.announce": EventSpec("admin.announce", None, staff_only=True)}
+    session = ProtocolSession(events, is_staff=True)
     cmd = command_of(session.receive_text(frame(event="admin.announce", data={"text": "x"})))
     assert cmd.event == "admin.announce"
 
 
 def test_new_session_is_not_staff():
     """Errors: forbidden (a session is non-staff unless told otherwise)"""
-    assert ProtocolSession().is_staff is False
+    assert ProtocolSession(EVENTS).is_staff is False
 
 
 # --- complete / fail: exactly one reply, carrying ref and seq ----------------------------------
@@ -473,7 +477,7 @@ def test_immediate_carries_logging_fields(session):
 
 def test_sessions_do_not_share_sequence_state():
     """Frames: seq is per connection"""
-    first, second = ProtocolSession(), ProtocolSession()
+    first, second = ProtocolSession(EVENTS), ProtocolSession(EVENTS)
     ping(first, seq=0)
     ping(first, seq=1)
     assert ping(second, seq=0)["event"] == "ack"
@@ -486,7 +490,7 @@ def test_retransmission_of_a_reply_evicted_for_size_is_limit_exceeded_and_not_pr
     limit_exceeded naming REALTIME_MAX_REPLY_BYTES with processed: true, and not run again"""
     from realtime.protocol.sequence import SequenceTracker
 
-    session = ProtocolSession(sequence=SequenceTracker(max_bytes=2000))
+    session = ProtocolSession(EVENTS, sequence=SequenceTracker(max_bytes=2000))
     for seq in (1, 2, 3):
         command = session.receive_text(
             json.dumps({"event": "echo", "id": f"e{seq}", "seq": seq, "data": {"b": "x" * 900}})
