@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_ALLOWED_ORIGINS = ("http://localhost:8000", "http://127.0.0.1:8000")
 
@@ -63,6 +63,21 @@ def _rate(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
+# RFC 6750 token68 characters, the ones the log filter redacts after "Bearer " (ops/structured_logging.py).
+_API_KEY = re.compile(r"[A-Za-z0-9._~+/=-]{24,256}")
+
+
+def _api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``REALTIME_API_KEYS``: comma-separated keys of the server HTTP API; never echoed in errors."""
+    keys = tuple(key.strip() for key in env.get("REALTIME_API_KEYS", "").split(",") if key.strip())
+    for number, key in enumerate(keys, 1):
+        if not _API_KEY.fullmatch(key):
+            raise SettingsError(
+                f"REALTIME_API_KEYS: key {number} must be 24 to 256 characters of A-Z a-z 0-9 . _ ~ + / = -"
+            )
+    return keys
+
+
 def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = env.get(name)
     if raw is None:
@@ -105,6 +120,11 @@ class RealtimeSettings:
     max_connections: int = 0  # 0: the open-file limit less a reserve (serve decides)
     http_header_timeout: float = 10.0
     max_request_body_bytes: int = 1_048_576  # the larger of 1 MiB and max_message_bytes
+    # Issue 17: stream.signal calls per second per connection (bursts of one second's worth).
+    signal_rate: float = 20.0
+    # Issue 16: the server HTTP API (realtime/server_api.py). No keys: only staff access tokens.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    server_api_rate: str = "6000/min"  # requests per API key (or staff user)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RealtimeSettings:
@@ -136,6 +156,9 @@ class RealtimeSettings:
             max_request_body_bytes=_integer(
                 env, "REALTIME_MAX_REQUEST_BODY_BYTES", max(max_message_bytes, 1_048_576), minimum=1024
             ),
+            signal_rate=_number(env, "REALTIME_SIGNAL_RATE", 20.0, minimum=0.1),
+            api_keys=_api_keys(env),
+            server_api_rate=_rate(env, "REALTIME_SERVER_API_RATE", "6000/min"),
         )
 
     def origin_allowed(self, origin: str) -> bool:

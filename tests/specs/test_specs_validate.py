@@ -93,7 +93,16 @@ def test_openapi_schema_validates_without_warnings(tmp_path: Path) -> None:
         "/api/auth/logout/",
         "/api/resources/",
         "/api/resources/{id}/",
+        # Issue 16: the server HTTP API (realtime/server_api.py).
+        "/api/server/publish/",
+        "/api/server/publish-many/",
+        "/api/server/users/{user_id}/disconnect/",
+        "/api/server/streams/{stream}/",
+        "/api/server/streams/{stream}/history/",
     }
+    publish = schema["paths"]["/api/server/publish/"]["post"]
+    assert publish["security"] == [{"serverApiKey": []}, {"jwtAuth": []}]
+    assert {"200", "400", "401", "403", "404", "413", "429"} <= set(publish["responses"])
     put = schema["paths"]["/api/resources/{id}/"]["put"]
     assert put["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ResourceUpdateRequest"
