@@ -43,7 +43,6 @@ from loadtests.context import BenchError, Context
 from loadtests.server import (
     LOADGEN_CPU,
     REPO,
-    SERVER_CPU,
     Database,
     Server,
     log_directory,
@@ -200,7 +199,7 @@ async def one_run(mode: str, args: argparse.Namespace, server: Server | None, ru
             end_status = proc_status_kb(pid)
     record["server"] = {
         "pid": pid,
-        "cpu": SERVER_CPU if server and server.pin else None,
+        "cpu": server.cpu if server and isinstance(server.cpu, int) else None,
         "workers": args.workers,
         "rss_start_kb": start_status.get("VmRSS"),
         "rss_end_kb": end_status.get("VmRSS"),

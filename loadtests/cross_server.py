@@ -29,13 +29,14 @@ from websockets.asyncio.client import ClientConnection, connect
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.helpers import PASSWORD, PYTHON, ServerProcess, base_env, obtain_tokens  # noqa: E402
+from loadtests.server import PYTHON, Server, migrate  # noqa: E402
+from tests.e2e.helpers import PASSWORD, base_env, obtain_tokens  # noqa: E402
 from tests.e2e.redis_server import RedisServer, free_port  # noqa: E402
 
 
 def _prepare(database_url: str) -> None:
     env = base_env(database_url)
-    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True)
+    migrate(env)
     code = f"from accounts.models import User; User.objects.create_user('bench', password={PASSWORD!r})"
     subprocess.run([PYTHON, "manage.py", "shell", "-c", code], cwd=REPO, env=env, check=True, capture_output=True)
 
@@ -99,7 +100,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "REALTIME_MAX_CONNECTIONS_PER_USER": "1000000",  # every subscriber is the one benchmark user
     }
     servers = [
-        ServerProcess(env=base_env(database_url, **settings), log_path=workdir / f"{n}.log").start() for n in ("a", "b")
+        Server(env=base_env(database_url, **settings), log_path=workdir / f"{n}.log").start() for n in ("a", "b")
     ]
     try:
         token = obtain_tokens(servers[0], "bench")["access"]

@@ -20,12 +20,13 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from realtime_client.backoff import Backoff
-from realtime_client.calls import CallTracker, Outcome
+from realtime_client.calls import Outcome
 from realtime_client.codes import CloseAction, CloseCode, State, close_action, stop_code
 from realtime_client.connection import Closed, ConnectFailed, ConnectOptions, ended, open_connection
-from realtime_client.errors import ClientClosed, ConnectionLost, MessageTooLarge, RealtimeError
+from realtime_client.dispatch import FrameRouter, PushCallback
+from realtime_client.errors import ClientClosed, ConnectionLost, RealtimeError
 from realtime_client.flow import FlowGate
-from realtime_client.ids import IdGenerator
+from realtime_client.ids import check_id
 from realtime_client.outbox import Outbox
 from realtime_client.subscription import Phase, Subscription
 
@@ -33,11 +34,14 @@ logger = logging.getLogger("realtime_client")
 
 TokenProvider = Callable[[], Awaitable[str]]
 StateCallback = Callable[[str, str], None]
-PushCallback = Callable[[dict[str, Any]], None]
 
 
-class RealtimeClient(Outbox):
-    """A client of the realtime protocol v1 (PROTOCOL.md section 10); see docs/client.md."""
+class RealtimeClient:
+    """A client of the realtime protocol v1 (PROTOCOL.md section 10); see docs/client.md.
+
+    It composes an :class:`Outbox` (queued calls, the in-flight window, retries, replies) and a
+    :class:`FrameRouter` (incoming frames), and is the owner both of them report to.
+    """
 
     def __init__(
         self,
@@ -63,30 +67,22 @@ class RealtimeClient(Outbox):
         self.url = url
         self._token = token
         self._token_provider = token_provider
-        self.ack_timeout = ack_timeout
-        self.max_in_flight = max_in_flight
         self.reconnect_on_idle = reconnect_on_idle
         self.refresh_on_expiring = refresh_on_expiring
         self.backoff = Backoff(backoff_initial, backoff_max)
         self._options = ConnectOptions(
             open_timeout, ping_interval, ping_timeout, max_size, tuple((headers or {}).items())
         )
-        self._ids = IdGenerator(id_prefix)
-        self._calls = CallTracker()
-        self._outbox: deque[str] = deque()
-        self._wake = asyncio.Event()
-        self._window = asyncio.Event()
-        self.flow = FlowGate()
+        self._outbox = Outbox(self, ack_timeout=ack_timeout, max_in_flight=max_in_flight, id_prefix=id_prefix)
+        self._router = FrameRouter(self, self._outbox)
         self._state = State.CONNECTING
         self._state_callbacks: list[StateCallback] = []
-        self._push_callbacks: list[PushCallback] = []
         self._state_changed = asyncio.Event()
         self.subscriptions: dict[str, Subscription] = {}
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.welcome: dict[str, Any] | None = None
-        self.max_message_bytes: int | None = None
         self.close_error: RealtimeError | None = None
         self.last_close: Closed | None = None
         self.recent_closes: deque[Closed] = deque(maxlen=16)  # how the last connections ended
@@ -102,6 +98,32 @@ class RealtimeClient(Outbox):
     @property
     def closed(self) -> bool:
         return self._state is State.CLOSED
+
+    @property
+    def is_open(self) -> bool:
+        return self._state is State.OPEN
+
+    @property
+    def flow(self) -> FlowGate:
+        """The send gate (``paused``, ``pauses``)."""
+        return self._outbox.flow
+
+    @property
+    def max_message_bytes(self) -> int | None:
+        """The server's frame limit from the last welcome; a larger call raises ``MessageTooLarge``."""
+        return self._outbox.max_message_bytes
+
+    @max_message_bytes.setter
+    def max_message_bytes(self, limit: int | None) -> None:
+        self._outbox.max_message_bytes = limit
+
+    @property
+    def ack_timeout(self) -> float:
+        return self._outbox.ack_timeout
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._outbox.max_in_flight
 
     async def __aenter__(self) -> RealtimeClient:
         await self.connect()
@@ -141,9 +163,13 @@ class RealtimeClient(Outbox):
         self._state_callbacks.append(callback)
 
     def on_push(self, callback: PushCallback) -> None:
-        self._push_callbacks.append(callback)
+        self._router.push_callbacks.append(callback)
 
     # Calls and subscriptions -----------------------------------------------------------------
+
+    async def call(self, event: str, data: dict[str, Any] | None = None, id: str | None = None) -> Any:
+        """Send ``event`` and return its ack data; raises :class:`RealtimeError` on an error reply."""
+        return await self._outbox.call(event, data or {}, check_id(id) if id is not None else None)
 
     async def subscribe(self, stream: str, since: int | None = None, epoch: str | None = None) -> Subscription:
         """Follow ``stream`` (from ``since``, or live from the head); see :class:`Subscription`.
@@ -169,7 +195,7 @@ class RealtimeClient(Outbox):
                 sub.end(error)
 
         try:
-            await self._call("stream.subscribe", sub.subscribe_data(), None, on_reply)
+            await self._outbox.call("stream.subscribe", sub.subscribe_data(), None, on_reply)
         except BaseException:
             self.forget(sub, unsubscribe=False)
             sub.end(None)
@@ -179,7 +205,7 @@ class RealtimeClient(Outbox):
     def send_internal(self, event: str, data: dict[str, Any], on_done: Outcome) -> None:
         """A call the client makes for itself; a reconnect supersedes it (fails it with ``superseded``)."""
         try:
-            self._new_call(event, data, None, on_done, resend=False)
+            self._outbox.new_call(event, data, None, on_done, resend=False)
         except RealtimeError as exc:
             on_done(None, exc)
 
@@ -188,6 +214,32 @@ class RealtimeClient(Outbox):
             del self.subscriptions[subscription.stream]
         if unsubscribe and self._state is State.OPEN:
             self.send_internal("stream.unsubscribe", {"stream": subscription.stream}, lambda ack, error: None)
+
+    # What the outbox and the router ask of the client ------------------------------------------
+
+    def ensure_running(self) -> None:
+        if self._state is State.CLOSED:
+            raise self.close_error or ClientClosed()
+        self._start()
+
+    def session_expiring(self) -> None:
+        if self.refresh_on_expiring and self._token_provider is not None:
+            self._spawn(self._refresh_session())
+
+    async def _refresh_session(self) -> None:
+        """Extend the session with a fresh token before it expires (``auth.refresh``)."""
+        assert self._token_provider is not None
+        try:
+            token = await self._token_provider()
+            self._token = token
+            await self.call("auth.refresh", {"token": token})
+        except Exception as exc:
+            logger.warning("session refresh failed (the client reconnects on token_expired): %r", exc)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # The connection task -------------------------------------------------------------------
 
@@ -249,25 +301,21 @@ class RealtimeClient(Outbox):
         self._ws = ws
         self.welcome = welcome
         limit = welcome.get("max_message_bytes")
-        self.max_message_bytes = limit if isinstance(limit, int) else None
+        self._outbox.max_message_bytes = limit if isinstance(limit, int) else None
         self.connections += 1
         self.backoff.reset()
-        self.flow.resume()
-        resend, superseded = self._calls.new_connection()
-        for call in superseded:
-            call.finish(None, RealtimeError("superseded"))
-        self._outbox.clear()
+        resend = self._outbox.new_connection()
         for sub in self.subscriptions.values():
             if sub.phase in (Phase.LIVE, Phase.RESUMING):
                 sub.resuming()
                 self.send_internal("stream.subscribe", sub.subscribe_data(), self._resumed(sub))
-        self._outbox.extend(call.id for call in resend)
-        self._wake.set()
+        self._outbox.requeue(resend)
         self._set_state(State.OPEN)
-        sender = asyncio.get_running_loop().create_task(self._send_loop(ws), name="realtime-client-send")
+        sender = asyncio.get_running_loop().create_task(self._outbox.send_loop(ws), name="realtime-client-send")
+        on_frame = self._router.on_frame
         try:
             async for raw in ws:
-                self._on_frame(raw)
+                on_frame(raw)
         except ConnectionClosed:
             pass
         finally:
@@ -278,7 +326,7 @@ class RealtimeClient(Outbox):
                 self._ws = None
         closed = ended(ws)
         if closed.code == CloseCode.MESSAGE_TOO_BIG:
-            self._fail_oversize()
+            self._outbox.fail_oversize()
         return closed
 
     def _resumed(self, sub: Subscription) -> Outcome:
@@ -290,12 +338,6 @@ class RealtimeClient(Outbox):
                 self.forget(sub, unsubscribe=False)
 
         return done
-
-    def _fail_oversize(self) -> None:
-        call = self._calls.largest_in_flight()
-        if call is not None:
-            self._calls.pop(call.id)
-            call.finish(None, MessageTooLarge(data={"size": call.size}))
 
     # State ---------------------------------------------------------------------------------
 
@@ -317,9 +359,4 @@ class RealtimeClient(Outbox):
         for sub in list(self.subscriptions.values()):
             sub.end(error)
         self.subscriptions.clear()
-        for call in self._calls.drain():
-            call.finish(None, self.close_error)
-        self._outbox.clear()
-        self.flow.resume()
-        self._wake.set()
-        self._window.set()
+        self._outbox.stop(self.close_error)

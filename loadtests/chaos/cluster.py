@@ -6,7 +6,7 @@ Everything is a real process on loopback that the soak may kill, stop or restart
   (a crash and WAL recovery, as after a power cut of the database host);
 - Redis: ``tests/e2e/redis_server.py``'s killable server, restarted on the same port;
 - servers ``a`` and ``b`` (one process each) and ``c`` (``--workers 2``), through
-  ``tests/e2e/helpers.py``'s ``ServerProcess`` (the launcher the e2e tests use);
+  ``loadtests/server.py``'s ``Server`` (the one launcher, the e2e tests' too);
 - two fault proxies per server (``tests/fault_proxy.py``) that clients connect through,
   so a fault can cut or freeze a group of client connections.
 """
@@ -22,7 +22,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.helpers import PYTHON, REPO, ServerProcess, base_env
+from loadtests import server as launcher
+from loadtests.server import PYTHON, REPO
+from tests.e2e.helpers import base_env
 from tests.e2e.postgres_server import PostgresServer
 from tests.e2e.redis_server import RedisServer, free_port
 from tests.fault_proxy import FaultProxy
@@ -44,7 +46,7 @@ print("USERS=" + json.dumps(out))
 @dataclass
 class Server:
     name: str
-    process: ServerProcess
+    process: launcher.Server
     proxies: list[FaultProxy] = field(default_factory=list)
     stopped: bool = False  # SIGSTOPped right now
 
@@ -87,7 +89,7 @@ class Cluster:
     def start_servers(self) -> None:
         for name, extra in (("a", ()), ("b", ()), ("c", ("--workers", "2"))):
             env = {**self.env, "REALTIME_SERVER_ID": f"chaos-{name}"}
-            process = ServerProcess(env=env, log_path=self.workdir / f"server-{name}.log", extra_args=extra)
+            process = launcher.Server(env=env, log_path=self.workdir / f"server-{name}.log", extra_args=extra)
             self.servers.append(Server(name, process.start(timeout=120)))
 
     async def start_proxies(self, per_server: int) -> None:

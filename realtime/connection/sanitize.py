@@ -1,10 +1,10 @@
 """User text in, plain text out: markup removed, visible text kept, plain text untouched (section 4).
 
-The HTML tree builder's cost grows with the square of the nesting depth (64 KB of unclosed
-``<div>`` took 0.3 s in one call), so the work is bounded twice: a pass whose text opens
-more than :data:`MAX_MARKUP_TAGS` tags is refused, and :func:`text_sanitize_async` runs
-text longer than :data:`INLINE_MAX_CHARS` that holds markup on one thread of its own
-(nh3 releases the GIL), never on the event loop and never on more than one core.
+The HTML tree builder's cost grows with the square of the nesting depth, so the work is
+bounded twice: a pass whose text opens more than :data:`MAX_MARKUP_TAGS` tags is refused,
+and :func:`text_sanitize_async` runs text longer than :data:`INLINE_MAX_CHARS` that holds
+markup on one thread of its own (nh3 releases the GIL), never on the event loop and never
+on more than one core.
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ def _column(name: str) -> str:
 
 
 # Plain SQL for the two statements a connection costs: the ORM would compile them again
-# for every row (a tenth of a connect's CPU), and these run once per connection and
+# for every row on the one database thread, and these run once per connection and
 # disconnection. Identifiers come from the model's metadata; every value is a parameter.
 @functools.cache
 def _insert_sql() -> str:

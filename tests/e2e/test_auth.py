@@ -99,7 +99,7 @@ async def test_auth_refresh_extends_the_session(server: ServerProcess, e2e_db: E
     assert reply["event"] == "ack"
     assert reply["ref"] == "r1"
     assert reply["data"]["token_expires_at"].endswith("Z")
-    await asyncio.sleep(3)
+    await asyncio.sleep(3)  # time passing is the subject: past the first token's expiry, still open
     assert (await call(ws, {"event": "ping", "id": "p"}))["event"] == "ack"
     await ws.close()
 

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -50,8 +51,8 @@ def message_send(stream: str) -> bytes:
     return masked(Opcode.TEXT, orjson.dumps(frame))
 
 
-def read_welcome(sock: socket.socket) -> str:
-    """The session id from the welcome frame (unmasked, under 126 bytes of length header)."""
+def read_frame(sock: socket.socket) -> dict[str, Any]:
+    """One server frame (unmasked, text, at most a 16-bit length), parsed."""
     head = sock.recv(2)
     length = head[1] & 0x7F
     if length == 126:
@@ -59,7 +60,13 @@ def read_welcome(sock: socket.socket) -> str:
     body = b""
     while len(body) < length:
         body += sock.recv(length - len(body))
-    welcome = orjson.loads(body)
+    frame: dict[str, Any] = orjson.loads(body)
+    return frame
+
+
+def read_welcome(sock: socket.socket) -> str:
+    """The session id from the welcome frame."""
+    welcome = read_frame(sock)
     assert welcome["event"] == "session.welcome", welcome
     return str(welcome["data"]["session_id"])
 
@@ -159,7 +166,8 @@ async def test_slow_consumer_overflow_frees_the_connection(server_factory, e2e_d
     sock.sendall(masked(Opcode.TEXT, orjson.dumps(subscribe)))
     publisher = await connect(srv, mint_token(user, expires_in=600))
     await recv_json(publisher)
-    await asyncio.sleep(0.3)  # the subscribe is processed (nothing to poll on a socket that never reads)
+    while read_frame(sock).get("ref") != "s":  # the subscribe is processed; from here on it never reads
+        pass
     text = "p" * 60_000
     deadline = time.monotonic() + scaled(15)
     while True:

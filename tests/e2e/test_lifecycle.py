@@ -7,6 +7,7 @@ import signal
 
 from tests.e2e.conftest import E2EDatabase
 from tests.e2e.helpers import ServerProcess, call, connect, db_query, expect_close, obtain_tokens, recv_json
+from tests.waiting import wait_until
 
 
 def _session_row(e2e_db: E2EDatabase, session_id: str) -> list[tuple[object, ...]]:
@@ -52,7 +53,7 @@ async def test_active_connection_is_not_idle(server_factory) -> None:
     ws = await connect(srv, obtain_tokens(srv, "alice")["access"])
     await recv_json(ws)
     for _ in range(6):
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.4)  # time passing is the subject: silence shorter than the idle timeout
         assert (await call(ws, {"event": "ping"}))["event"] == "ack"
     await ws.close()
 
@@ -82,7 +83,7 @@ async def test_tokens_never_reach_the_log(server_factory) -> None:
     ws = await connect(srv, None, additional_headers={"Authorization": f"Bearer {tokens['access']}"})
     await recv_json(ws)
     await ws.close()
-    await asyncio.sleep(0.2)
+    wait_until(lambda: srv.log_text().count('"event":"disconnect"') >= 2, message="both sessions logged their end")
     srv.stop()
     log = srv.log_text()
     assert '"event":"connect"' in log

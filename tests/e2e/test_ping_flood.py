@@ -100,7 +100,7 @@ async def test_ping_flood_is_closed_4429_with_bounded_memory(server_factory: Ser
     stop = asyncio.Event()
     # A baseline first: the same echo loop without the attack.
     baseline_task = asyncio.create_task(echo_latencies(server, other, stop))
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # time passing is the subject: a baseline measured over half a second
     stop.set()
     baseline = await baseline_task
     stop.clear()

@@ -15,6 +15,7 @@ from websockets.asyncio.client import ClientConnection
 from tests.conftest import scaled
 from tests.e2e.helpers import ServerProcess, call, connect, expect_close, http_json, obtain_tokens, recv_json
 from tests.e2e.redis_server import RedisServer, free_port
+from tests.waiting import async_wait_until
 
 
 @pytest.fixture
@@ -181,10 +182,8 @@ async def test_broker_failure_degrades_and_recovers_without_loss(
     assert "system.degraded" in others_a
     for seen in (seen_a, seen_b):
         assert [f["offset"] for f in seen] == list(range(1, 71))
-    for _ in range(50):  # readiness follows the broker back within seconds
-        if http_json("GET", f"{b.http_url}/readyz")[0] == 200:
-            break
-        await asyncio.sleep(0.2)
+    # Readiness follows the broker back within seconds.
+    await async_wait_until(lambda: http_json("GET", f"{b.http_url}/readyz")[0] == 200, timeout=10, interval=0.2)
     status, _, body = http_json("GET", f"{b.http_url}/readyz")
     assert (status, body) == (200, {"database": "ok", "broker": "ok"})
     for ws in (sub_a, sub_b, pub):

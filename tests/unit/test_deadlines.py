@@ -19,9 +19,11 @@ async def test_deadlines_fire_never_early_and_at_most_one_tick_late() -> None:
     def record(name: str) -> Callable[[], None]:
         return lambda: fired.__setitem__(name, loop.time())
 
+    done = asyncio.Event()
     for name, delay in (("a", 0.05), ("b", 0.01), ("c", 0.1)):
         wheel.call_at(start + delay, record(name))
-    await asyncio.sleep(0.2)
+    wheel.call_at(start + 0.1, done.set)  # the last tick: by then every deadline has fired
+    await asyncio.wait_for(done.wait(), 5)
     assert set(fired) == {"a", "b", "c"}
     for name, delay in (("a", 0.05), ("b", 0.01), ("c", 0.1)):
         assert start + delay <= fired[name] < start + delay + 0.02 + 0.03  # one tick, plus scheduling slack
@@ -34,12 +36,14 @@ async def test_cancelled_deadlines_do_not_fire_and_others_in_their_tick_do() -> 
     wheel = TimerWheel(loop, resolution=0.02)
     fired: list[int] = []
     timers = [wheel.call_later(0.03, functools.partial(fired.append, i)) for i in range(5)]
+    done = asyncio.Event()
+    wheel.call_later(0.05, done.set)  # a later tick: the wheel fires ticks in order
     timers[1].cancel()
     timers[3].cancel()
     timers[3].cancel()  # twice is harmless
     assert timers[3].cancelled()
-    assert len(wheel) == 3
-    await asyncio.sleep(0.1)
+    assert len(wheel) == 4
+    await asyncio.wait_for(done.wait(), 5)
     assert sorted(fired) == [0, 2, 4]
     assert timers[0].cancelled()  # a fired timer is spent
 
@@ -54,8 +58,10 @@ async def test_a_failing_callback_does_not_skip_the_rest_of_its_tick() -> None:
         raise RuntimeError("boom")
 
     wheel.call_later(0.01, boom)
+    done = asyncio.Event()
     wheel.call_later(0.01, lambda: fired.append("after"))
-    await asyncio.sleep(0.06)
+    wheel.call_later(0.01, done.set)
+    await asyncio.wait_for(done.wait(), 5)
     assert fired == ["after"]
 
 

@@ -6,7 +6,6 @@ one-second interval; the log is an in-memory fake with the real ``LogReader`` in
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -14,6 +13,7 @@ import orjson
 from realtime.protocol.streams import StreamName
 from realtime.streams.event_log import CommittedEvent, StreamInfo
 from realtime.streams.fanout import Hub
+from tests.waiting import async_wait_until
 
 
 class FakeLog:
@@ -177,9 +177,7 @@ async def test_a_gap_fill_that_meets_a_hole_ends() -> None:
     log.delete("room:g", 2, 3)
     hub.deliver("room:g", 1, log.events["room:g"][1].frame)
     hub.deliver("room:g", 4, log.events["room:g"][4].frame)
-    async with asyncio.timeout(1.0):
-        while 4 not in conn.offsets():
-            await asyncio.sleep(0.01)
+    await async_wait_until(lambda: 4 in conn.offsets(), timeout=1.0, message="the gap fill never ended")
     assert conn.offsets() == [1, 4]
     assert [f["data"]["offset"] for f in conn.frames if f["event"] == "stream.reset"] == [3]
     assert len(log.reads) <= 3
