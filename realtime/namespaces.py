@@ -34,6 +34,7 @@ from realtime.protocol.streams import (
     StreamSyntax,
     install_syntax,
 )
+from realtime.streams.presence_view import install_presence_prefixes
 
 __all__ = ["Namespace", "get", "namespaces", "register_namespace", "resolve"]
 
@@ -154,6 +155,7 @@ def register_namespace(namespace: Namespace) -> Namespace:
 def freeze() -> None:
     """Called once by ``RealtimeConfig.ready``: the protocol then parses exactly these namespaces."""
     install_syntax(registry.freeze())
+    install_presence_prefixes(frozenset(n.prefix for n in registry.all() if n.presence))
 
 
 def get(prefix: str) -> Namespace | None:

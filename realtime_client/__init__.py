@@ -1,7 +1,8 @@
 """An asyncio client of the realtime protocol v1, importable without Django (docs/client.md).
 
 - ``client``: :class:`RealtimeClient` (connection task, calls, subscriptions, reconnects)
-- ``dispatch``: routing server frames to calls, subscriptions and ``on_push``
+- ``outbox``: queued calls, the in-flight window, retries and replies (composed by the client)
+- ``dispatch``: routing server frames to the outbox, subscriptions and ``on_push``
 - ``subscription`` / ``reorder``: offset-ordered, duplicate-free iterators with gap filling
 - ``calls`` / ``ids``: pending calls, retry bookkeeping, idempotency ids
 - ``backoff`` / ``flow`` / ``codes``: reconnect delays, ``flow.pause`` gate, close-code policy

@@ -254,8 +254,14 @@ async def cmd_tail(session: Session, args: argparse.Namespace) -> int:
     return body.result()
 
 
+def _ephemeral(frame: dict[str, Any]) -> bool:
+    return str(frame.get("event", "")).startswith(("presence.", "stream.signal"))
+
+
 async def tail_streams(session: Session, args: argparse.Namespace) -> int:
-    session.client.on_push(session.printer.push)  # announcements, flow control: pushes of no stream
+    # Announcements, flow control: pushes of no stream. Not presence (presence.*) nor signals
+    # (stream.signal): a room's members and typing indicators are not its events.
+    session.client.on_push(lambda frame: None if _ephemeral(frame) else session.printer.push(frame))
     await session.connect(None)  # like the library: retry until the server answers or refuses
     followers = []
     for stream in args.streams:

@@ -171,8 +171,14 @@ class RealtimeClient:
         """Send ``event`` and return its ack data; raises :class:`RealtimeError` on an error reply."""
         return await self._outbox.call(event, data or {}, check_id(id) if id is not None else None)
 
-    async def subscribe(self, stream: str, since: int | None = None, epoch: str | None = None) -> Subscription:
+    async def subscribe(
+        self, stream: str, since: int | None = None, epoch: str | None = None, *, presence: bool = False
+    ) -> Subscription:
         """Follow ``stream`` (from ``since``, or live from the head); see :class:`Subscription`.
+
+        ``presence=True`` asks a presence-enabled stream for its members: ``sub.presence`` is
+        kept current (``presence.state``, ``presence.join``, ``presence.leave``) and the
+        stream's ``stream.signal`` pushes arrive; without it only events arrive.
 
         ``since`` and ``epoch`` together are a position read before loading state (the REST
         API's ``?position=1``, ``realtime.position()``): if the stream's epoch is no longer
@@ -182,7 +188,7 @@ class RealtimeClient:
             raise ValueError(f"already subscribed to {stream}")
         if epoch is not None and since is None:
             raise ValueError("epoch: only meaningful with since (a position is an offset and an epoch)")
-        sub = Subscription(self, stream, since, epoch)
+        sub = Subscription(self, stream, since, epoch, presence)
         self.subscriptions[stream] = sub
 
         def on_reply(ack: Any, error: RealtimeError | None) -> None:

@@ -49,11 +49,14 @@ class Subscription(AsyncIterator[Frame]):
     when a resume is answered ``recovered: false``, or the reason the client stopped.
     """
 
-    def __init__(self, owner: Owner, stream: str, since: int | None, epoch: str | None = None) -> None:
+    def __init__(
+        self, owner: Owner, stream: str, since: int | None, epoch: str | None = None, presence: bool = False
+    ) -> None:
         self._owner = owner
         self.stream = stream
         self.since = since
         self.epoch: str | None = epoch
+        self.wants_presence = presence  # ask for presence pushes and signals on every (re)subscribe
         self.phase = Phase.SUBSCRIBING
         self._buffer = ReorderBuffer()
         self._queue: asyncio.Queue[Frame | _End] = asyncio.Queue()
@@ -61,6 +64,11 @@ class Subscription(AsyncIterator[Frame]):
         self._fill_timer: asyncio.TimerHandle | None = None
         self.fills = 0
         self.resumes = 0
+        # Presence-enabled streams (issue 17): user id -> {"id","username","sessions","meta"}, kept
+        # current by presence.state (a whole snapshot, after every (re)subscribe) and
+        # presence.join / presence.leave; ``presence_degraded`` while the server's broker is away.
+        self.presence: dict[int, dict[str, Any]] = {}
+        self.presence_degraded = False
 
     def __repr__(self) -> str:
         return f"<Subscription {self.stream} last_offset={self.last_offset} {self.phase.value}>"
@@ -97,15 +105,19 @@ class Subscription(AsyncIterator[Frame]):
     def subscribe_data(self) -> dict[str, Any]:
         """``stream.subscribe`` data: the first subscribe, or a resume from the last offset."""
         if self.phase is Phase.SUBSCRIBING:
-            if self.since is None:
-                return {"stream": self.stream}
-            first: dict[str, Any] = {"stream": self.stream, "since": self.since}
-            if self.epoch is not None:  # a snapshot's position: refuse to replay another epoch
-                first["epoch"] = self.epoch
+            first: dict[str, Any] = {"stream": self.stream}
+            if self.since is not None:
+                first["since"] = self.since
+                if self.epoch is not None:  # a snapshot's position: refuse to replay another epoch
+                    first["epoch"] = self.epoch
+            if self.wants_presence:
+                first["presence"] = True
             return first
         data: dict[str, Any] = {"stream": self.stream, "since": self.last_offset}
         if self.epoch is not None:
             data["epoch"] = self.epoch
+        if self.wants_presence:
+            data["presence"] = True
         return data
 
     def subscribed(self, ack: dict[str, Any]) -> None:
@@ -130,6 +142,19 @@ class Subscription(AsyncIterator[Frame]):
             return
         self.end(NotRecovered(data={"stream": self.stream, "since": self.last_offset, "reset_at": data.get("offset")}))
         self._owner.forget(self, unsubscribe=True)
+
+    def presence_push(self, event: str, data: dict[str, Any]) -> None:
+        """``presence.state`` replaces the map; ``presence.join`` adds or updates, ``presence.leave``
+        removes (both may repeat what the map already says: applying them twice is harmless)."""
+        users = [u for u in data.get("users", []) if isinstance(u, dict) and isinstance(u.get("id"), int)]
+        if event == "presence.state":
+            self.presence = {u["id"]: u for u in users}
+            self.presence_degraded = bool(data.get("degraded", False))
+        elif event == "presence.join":
+            self.presence.update({u["id"]: u for u in users})
+        elif event == "presence.leave":
+            for user in users:
+                self.presence.pop(user["id"], None)
 
     def resuming(self) -> None:
         """A new connection: the client re-subscribes from :attr:`last_offset`."""

@@ -4,8 +4,8 @@ It takes the token's claims that ``JwtAuthMiddleware`` put in the scope, reads t
 account and records the session in one batched database trip (``session_log.py``),
 feeds every frame to the pure :class:`ProtocolSession`, awaits handlers, and sends
 exactly one reply per client message, in arrival order. Idle and
-token-expiry deadlines live on the process's timer wheel (``session_deadlines.py``),
-not in tasks: a message only updates a float.
+token-expiry deadlines are a composed :class:`SessionDeadlines` on the process's timer
+wheel (``session_deadlines.py``), not tasks: a message only updates ``last_rx``, a float.
 
 Outgoing frames: a reply with nothing queued ahead of it is sent directly; pushes
 (fan-out, replays, announcements) go through the bounded :class:`SendQueue`, drained
@@ -24,6 +24,7 @@ import math
 import random
 import uuid
 from collections.abc import Awaitable
+from datetime import datetime
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -31,6 +32,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import InterfaceError, OperationalError
 
+from realtime.client_events import protocol_table
 from realtime.conf import realtime_settings, server_id
 from realtime.connection.frame_outbox import Outbox
 from realtime.connection.handlers import HANDLERS, AckThen, iso_utc
@@ -73,7 +75,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
     return ""
 
 
-class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
+class RealtimeConsumer(AsyncWebsocketConsumer):
     protocol: ProtocolSession | None = None
     user: Any = None
     user_id = 0
@@ -84,6 +86,9 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
     messages_in = 0
     outbox: Outbox | None = None
     _limiter: RateLimiter | None = None
+    last_rx = 0.0  # loop time of the last frame received; read by the idle deadline
+    deadlines: SessionDeadlines | None = None
+    _resume_timer: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Channels' loop also gives every consumer a layer channel and a receive task;
@@ -175,7 +180,7 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
             self._limiter = RateLimiter(self._settings.rate_limit, self._loop.time())
         self.log.extra = {**(self.log.extra or {}), "user": user.username, "user_id": user.pk}
         self.protocol = ProtocolSession(
-            is_staff=user.is_staff, sequence=SequenceTracker(max_bytes=self._settings.max_reply_bytes)
+            protocol_table(), is_staff=user.is_staff, sequence=SequenceTracker(max_bytes=self._settings.max_reply_bytes)
         )
         self._hub = get_hub()
         # Counted from here: every exit path from now on goes through _release, which uncounts.
@@ -198,10 +203,10 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
             )
         )
         self._hub.register(self)  # after the welcome: it must be the first frame
-        self._last_rx = self._loop.time()
-        self._wheel = timer_wheel(self._loop)
-        self.arm_idle_deadline()
-        self.extend_session(scope["auth_claims"].expires_at)
+        self.last_rx = self._loop.time()
+        self.deadlines = SessionDeadlines(self, self._loop, timer_wheel(self._loop), settings.idle_timeout)
+        self.deadlines.arm_idle_deadline()
+        self.deadlines.extend_session(scope["auth_claims"].expires_at)
         self.log.info("connected", extra={"event": "connect", "remote": str(client[0])})
         metrics.CONNECTS.inc()
 
@@ -209,7 +214,7 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
         protocol = self.protocol
         if protocol is None or self.closing:
             return
-        now = self._last_rx = self._loop.time()
+        now = self.last_rx = self._loop.time()
         self.messages_in += 1
         if self._limiter is not None:
             verdict = self._limiter.take(now)
@@ -296,6 +301,17 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
             extra={"event": event, "ref": ref, "seq": seq, "code": error.code.value, "detail": error.message[:200]},
         )
 
+    # What client-event handlers of apps use (realtime.ClientConnection) -------------------
+
+    @property
+    def connection_id(self) -> str:
+        return self.session_key
+
+    async def publish(self, stream: str, event: str, data: dict[str, Any], *, id: str | None = None) -> int:
+        from realtime.publishing import apublish
+
+        return await apublish(stream, event, data, id=id)
+
     async def send_frame(self, text: str) -> None:
         if self.outbox is not None and not self.closing:
             await self.outbox.reply(text)
@@ -336,6 +352,11 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
             self.protocol.is_staff = self.user.is_staff = message["is_staff"]
             self.log.info("staff status changed", extra={"event": "account", "is_staff": message["is_staff"]})
 
+    def extend_session(self, expires_at: datetime) -> None:
+        """``auth.refresh``: move the token deadline (not once the connection is closing)."""
+        if self.deadlines is not None and not self.closing:
+            self.deadlines.extend_session(expires_at)
+
     async def close_with(self, reason: CloseReason) -> None:
         if self.closing:
             return
@@ -373,6 +394,13 @@ class RealtimeConsumer(SessionDeadlines, AsyncWebsocketConsumer):
             self.enqueue(render_push("flow.resume", {}))
         else:
             self._resume_timer = self._loop.call_at(now + self._limiter.resume_delay(now), self._resume_client)
+
+    def _cancel_timers(self) -> None:
+        if self.deadlines is not None:
+            self.deadlines.cancel()
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
 
     # Teardown ------------------------------------------------------------------------
 

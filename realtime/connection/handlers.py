@@ -169,7 +169,7 @@ async def stream_subscribe(conn: Connection, data: StreamSubscribeData, ref: str
         )
         if recovered:
             start = data.since
-    sub = hub.subscribe(state, conn, start)  # type: ignore[arg-type]
+    sub = hub.subscribe(state, conn, start, presence=data.presence)  # type: ignore[arg-type]
     conn.subscriptions[key] = sub
     ack = {"stream": key, "offset": head, "epoch": info.epoch, "recovered": recovered}
     return AckThen(ack, lambda: hub.activate(sub))

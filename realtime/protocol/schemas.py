@@ -40,6 +40,8 @@ class StreamSubscribeData(ClientData):
     stream: StreamField
     since: Offset | None = None
     epoch: Annotated[str, Field(max_length=64)] | None = None
+    # Opt in to presence.state/join/leave and stream.signal pushes (presence-enabled streams).
+    presence: bool = False
 
 
 class StreamUnsubscribeData(ClientData):

@@ -55,6 +55,7 @@ from realtime.streams.hub_state import (
     reset_frame,
     skip_hole,
 )
+from realtime.streams.presence import Presence, presence_store
 
 __all__ = ["Hub", "StreamState", "Subscriber", "Subscription", "get_hub", "read_since"]
 
@@ -97,6 +98,14 @@ class Hub:
             )
         )
         self._tracker: asyncio.Task[None] | None = None
+        bus = self._bus
+        self.presence = Presence(
+            self.id,
+            self.streams,
+            bus.send if bus is not None else None,
+            lambda: self.degraded,
+            None if explicit or bus is None else presence_store(self.id),
+        )
         if self._bus is not None:
             metrics.BROKER_UP.set(1)
         self._control_joined = False
@@ -204,9 +213,10 @@ class Hub:
         state.info = info
         return state, info
 
-    def subscribe(self, state: StreamState, conn: Subscriber, start: int) -> Subscription:
-        sub = Subscription(conn, str(state.name), start)
+    def subscribe(self, state: StreamState, conn: Subscriber, start: int, presence: bool = False) -> Subscription:
+        sub = Subscription(conn, str(state.name), start, presence=presence)
         state.subs.add(sub)
+        self.presence.add(sub)
         return sub
 
     async def activate(self, sub: Subscription) -> None:
@@ -215,6 +225,7 @@ class Hub:
         Pages are bounded by the connection's page size and, adaptively, by ``page_bytes``;
         each frame waits for room in the connection's queue, so a reading client is never
         closed as a slow consumer by a replay, however large its events."""
+        await self.presence.send_state(sub)  # presence.state right after the ack, before the replay
         state = self.streams.get(sub.stream)
         conn = sub.conn
         limit = min(conn.replay_page_size(), FIRST_REPLAY_PAGE)
@@ -257,6 +268,7 @@ class Hub:
 
     def detach(self, sub: Subscription) -> None:
         sub.active = False
+        self.presence.remove(sub)
         state = self.streams.get(sub.stream)
         if state is None:
             return
@@ -352,10 +364,13 @@ class Hub:
             self.deliver(message["stream"], int(message["offset"]), message["frame"], message.get("published_at"))
         elif message.get("type") == "control":
             self.broadcast_local(message["message"], _target(message.get("user_id"), message.get("session_ids")))
+        elif str(message.get("type")).startswith("presence."):
+            self.presence.on_bus(message)
 
     def _on_bus_health(self, healthy: bool) -> None:
         """Tell every session; while the broker is away the head tracker reads the log at once."""
         metrics.BROKER_UP.set(1 if healthy else 0)
+        self.presence.on_broker(healthy)
         if healthy:
             self._spawn(self._recovered())
         else:
@@ -381,6 +396,7 @@ class Hub:
             self._fold_timer.cancel()
         metrics.fold_tallies()
         await self._accounts.close()
+        await self.presence.close()
         if self._bus is not None:
             await self._bus.flush(FLUSH_TIMEOUT)
             await self._bus.close()

@@ -73,6 +73,9 @@ class Subscription:
     offset: int
     live: bool = False  # until then activate() reads offsets from the database instead
     active: bool = True
+    # Asked for presence pushes and signals (``stream.subscribe`` ``"presence": true``): a
+    # subscriber that did not ask receives only the contract's frames.
+    presence: bool = False
     push: Callable[[str], bool] = field(init=False)  # conn.enqueue, looked up once
 
     def __post_init__(self) -> None:

@@ -374,6 +374,15 @@ async function play(module, options, steps) {
         if (show(offsets) !== show(arg.offsets)) throw new ConformanceFailure(`events delivered: ${show(offsets)}`);
         return;
       }
+      case "expect_presence": {
+        const sub = subscriptions[arg.stream];
+        const ids = [...sub.presence.keys()].sort((x, y) => x - y);
+        if (show(ids) !== show(arg.users)) throw new ConformanceFailure(`presence: ${show(ids)}`);
+        if (arg.degraded !== undefined && sub.presenceDegraded !== arg.degraded) {
+          throw new ConformanceFailure(`presence degraded: ${sub.presenceDegraded}`);
+        }
+        return;
+      }
       case "expect_sub_end": {
         const outcome = subs[arg.stream];
         if (!outcome.done || outcome.error !== arg.error) throw new ConformanceFailure(`subscription ${show(outcome)}`);

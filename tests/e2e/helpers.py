@@ -5,17 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import selectors
-import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,101 +22,30 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import scaled
+from loadtests.server import PYTHON as PYTHON
+from loadtests.server import REPO as REPO
+from loadtests.server import Server, clean_env, migrate
+from tests.conftest import TIMEOUT_FACTOR, scaled
 
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 SECRET_KEY = "e2e-test-secret-key-0123456789abcdef0123456789abcdef"
 PASSWORD = "correct-horse-battery-staple"
 
 
 def base_env(database_url: str, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REALTIME_", "JWT_", "REDIS_URL"))}
-    env.update(
-        DATABASE_URL=database_url,
-        DJANGO_SECRET_KEY=SECRET_KEY,
-        PYTHONUNBUFFERED="1",
-        DJANGO_SETTINGS_MODULE="project.settings",
+    """An e2e server's environment: the defaults, the suite's key, login limits a test run does not hit."""
+    return clean_env(
+        database_url,
+        SECRET_KEY,
         # The suite logs in far more often than a person would; test_credentials.py lowers these.
-        REALTIME_LOGIN_RATE="10000/min",
-        REALTIME_LOGIN_ADDRESS_RATE="10000/min",
+        **{"REALTIME_LOGIN_RATE": "10000/min", "REALTIME_LOGIN_ADDRESS_RATE": "10000/min", **overrides},
     )
-    env.update(overrides)
-    return env
 
 
 @dataclass
-class ServerProcess:
-    """One ``manage.py serve --port 0`` process; ``start`` waits for its ``listening on`` line."""
+class ServerProcess(Server):
+    """The one launcher (``loadtests/server.py``) with the suite's slow-machine factor on every wait."""
 
-    env: dict[str, str]
-    log_path: Path
-    host: str = "127.0.0.1"
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-    stdout_lines: list[str] = field(default_factory=list)
-    extra_args: tuple[str, ...] = ()  # more ``serve`` options, e.g. ("--workers", "2")
-
-    def start(self, timeout: float = 60.0) -> ServerProcess:
-        """Start on ``port`` (0: any free port, read back from the ``listening on`` line)."""
-        self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [PYTHON, "manage.py", "serve", "--host", self.host, "--port", str(self.port), *self.extra_args],
-            cwd=REPO,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=self.log_file,
-        )
-        assert self.proc.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + scaled(timeout)
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=0.2):
-                if self.proc.poll() is not None:
-                    break
-                continue
-            line = self.proc.stdout.readline().decode()
-            if not line:
-                break
-            self.stdout_lines.append(line)
-            if line.startswith("listening on "):
-                self.port = int(line.rsplit(":", 1)[1])
-                return self
-        self.stop()
-        raise RuntimeError(f"server did not start on port {self.port}:\n{self.log_text()}")
-
-    def restarted(self) -> ServerProcess:
-        """A new process on the same port with the same environment (database) and log."""
-        return ServerProcess(
-            env=self.env, log_path=self.log_path, host=self.host, port=self.port, extra_args=self.extra_args
-        ).start()
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ws/"
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=scaled(timeout))
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.log_file.close()
-        return self.proc.returncode
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    timeout_factor: float = TIMEOUT_FACTOR
 
 
 def http_json(
@@ -143,7 +69,7 @@ def http_json(
         return exc.code, dict(exc.headers), parsed
 
 
-def obtain_tokens(server: ServerProcess, username: str, password: str = PASSWORD) -> dict[str, str]:
+def obtain_tokens(server: Server, username: str, password: str = PASSWORD) -> dict[str, str]:
     status, _, body = http_json(
         "POST", f"{server.http_url}/api/auth/token/", {"username": username, "password": password}
     )
@@ -194,7 +120,7 @@ def raw_http(port: int, request: bytes, host: str = "127.0.0.1", timeout: float 
 open_clients: list[ClientConnection] = []
 
 
-async def connect(server: ServerProcess, token: str | None = None, **kwargs: Any) -> ClientConnection:
+async def connect(server: Server, token: str | None = None, **kwargs: Any) -> ClientConnection:
     url = server.ws_url if token is None else f"{server.ws_url}?token={token}"
     ws = await ws_connect(url, open_timeout=scaled(10), **kwargs)
     open_clients.append(ws)
@@ -202,10 +128,11 @@ async def connect(server: ServerProcess, token: str | None = None, **kwargs: Any
 
 
 async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    """The next frame, whatever it is: a subscription that did not ask for presence receives
+    no presence or signal pushes, so nothing is skipped (issue 17 keeps the contract's frames)."""
     import asyncio
 
-    raw = await asyncio.wait_for(ws.recv(), scaled(timeout))
-    value: dict[str, Any] = orjson.loads(raw)
+    value: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), scaled(timeout)))
     return value
 
 
@@ -300,7 +227,7 @@ def migrated_database(prefix: str, scratch: Path) -> Iterator[str]:
         url = postgres.rsplit("/", 1)[0] + f"/{name}"
     else:
         url = f"sqlite:///{scratch / f'{name}.sqlite3'}"
-    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=base_env(url), check=True)
+    migrate(base_env(url))
     try:
         yield url
     finally:

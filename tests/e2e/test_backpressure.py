@@ -108,7 +108,7 @@ async def test_slow_consumer_is_closed_1013_and_resumes_without_gap(server_facto
     await recv_json(again)
     ack = await _subscribe(again, stream, since=received[-1] if received else 0)
     assert ack["recovered"] is True
-    resumed = [orjson.loads(await again.recv())["offset"] for _ in range(last - len(received))]
+    resumed = [(await recv_json(again))["offset"] for _ in range(last - len(received))]
     assert resumed == list(range(len(received) + 1, last + 1))
     for ws in (again, publisher, bystander):
         await ws.close()
@@ -126,7 +126,7 @@ async def test_queue_recovery_after_a_pause_in_reading(server_factory) -> None:
     publisher = await connect(srv, token)
     await recv_json(publisher)
     last = await _publish_many(publisher, stream, count=300, size=2_000)
-    offsets = [orjson.loads(await lagging.recv())["offset"] for _ in range(last)]
+    offsets = [(await recv_json(lagging))["offset"] for _ in range(last)]
     assert offsets == list(range(1, last + 1))
     assert (await call(lagging, {"event": "echo", "id": "after", "data": {}}))["ref"] == "after"
     await lagging.close()

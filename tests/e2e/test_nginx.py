@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import time
@@ -10,7 +9,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 
 from tests.conftest import scaled
@@ -99,7 +97,7 @@ async def test_cross_server_broadcast_through_nginx(server_factory, nginx, redis
     ack = await call(clients[0], {"event": "message.send", "id": "n1", "data": {"stream": stream, "text": "via nginx"}})
     assert ack["event"] == "ack"
     for ws in clients[1:]:
-        frame = orjson.loads(await asyncio.wait_for(ws.recv(), scaled(10)))
+        frame = await recv_json(ws, 10)
         assert (frame["offset"], frame["data"]["text"]) == (1, "via nginx")
 
     status, _, _ = http_json("GET", f"http://{front}/ws/")

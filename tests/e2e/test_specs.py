@@ -25,12 +25,15 @@ import pytest
 import yaml
 from websockets.asyncio.client import ClientConnection
 
-from realtime.protocol.events import EVENTS
+from realtime.client_events import registry
 from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase, ServerFactory
 from tests.e2e.helpers import ServerProcess, connect, expect_close, http_json, mint_token, recv_json
 
 CHANNEL = "realtime"
+
+# The servers run project.settings: the realtime package's own events only.
+EVENTS = registry.builtin()
 
 
 def _get(server: ServerProcess, path: str) -> tuple[int, str, str]:
@@ -199,13 +202,19 @@ async def test_every_frame_of_a_full_session_matches_the_asyncapi_document(
     assert (await alice.send("ping", {"ts": 5}))["data"] == {"ts": 5}
     assert (await alice.send("echo", {"x": [1]}))["data"] == {"x": [1]}
     await alice.send("auth.refresh", {"token": mint_token(ids["alice"], expires_in=900)})
-    await alice.send("stream.subscribe", {"stream": room})
+    await alice.send("stream.subscribe", {"stream": room, "presence": True})
     # Live only: other tests' direct messages to alice stay out of this one.
     await alice.send("stream.subscribe", {"stream": f"user:{ids['alice']}"})
     await alice.send("message.send", {"stream": room, "text": "hi <b>there</b>"})
     await alice.next_push("message.new")
     await alice.send("message.direct", {"to": "alice", "text": "to myself"})
     await alice.next_push("message.direct")
+    await admin.send("stream.subscribe", {"stream": room, "presence": True})  # presence.state, then joins (issue 17)
+    presence = await alice.send("stream.presence", {"stream": room, "meta": {"status": "here"}})
+    assert {u["username"] for u in presence["data"]["users"]} == {"alice", "admin"}
+    await alice.send("stream.signal", {"stream": room, "data": {"typing": True}})
+    await admin.next_push("stream.signal")
+    await alice.next_push("presence.join")
     history = await alice.send("stream.history", {"stream": room, "since": 0})
     for event in history["data"]["events"]:
         checker.push(event)

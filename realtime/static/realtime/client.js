@@ -67,6 +67,18 @@
  * @property {(frame: PushFrame) => void} [onEvent] each push of the stream, in offset order, once
  * @property {(error: RealtimeError | null) => void} [onEnd] the subscription ended: null after
  *   `unsubscribe()` / `close()`, else why (`not_recovered`: reload the state, `forbidden`, ...)
+ * @property {boolean} [presence] ask a presence-enabled stream for its members (`sub.presence`)
+ *   and its `stream.signal` pushes; implied by `onPresence`. Without it only events arrive.
+ * @property {(presence: Map<number, PresenceUser>, frame: PushFrame) => void} [onPresence] a
+ *   presence-enabled stream's members changed (`presence.state`, `presence.join`, `presence.leave`)
+ */
+
+/**
+ * @typedef {object} PresenceUser
+ * @property {number} id
+ * @property {string} username
+ * @property {number} [sessions] the user's sessions subscribed to the stream, on every server
+ * @property {Record<string, any> | null} [meta] what the user set with `stream.presence` `meta`
  */
 
 /** @typedef {(oldState: ClientState, newState: ClientState) => void} StateCallback */
@@ -91,6 +103,7 @@ export const CloseCode = Object.freeze({
 
 const HISTORY_PAGE = 1000;
 const FILL_RETRY_DELAY = 500; // ms before asking history again when a gap made no progress
+const PRESENCE_EVENTS = new Set(["presence.state", "presence.join", "presence.leave"]);
 const RATE_LIMITED_PAUSE = 100; // ms, when `rate_limited` arrives with no pause in force
 const PAUSE_GRACE = 1000; // ms past retry_after_ms before resuming without flow.resume
 
@@ -318,6 +331,13 @@ export class Subscription {
     this.resumes = 0;
     this._onEvent = options.onEvent || null;
     this._onEnd = options.onEnd || null;
+    this._onPresence = options.onPresence || null;
+    /** asks for presence pushes and signals on every (re)subscribe: `presence: true` or an `onPresence` */
+    this.wantsPresence = options.presence === true || this._onPresence !== null;
+    /** @type {Map<number, PresenceUser>} the members present (presence-enabled streams), by user id */
+    this.presence = new Map();
+    /** true while the server's broker is away: other servers' members may be stale */
+    this.presenceDegraded = false;
     this._buffer = new ReorderBuffer();
     this._filling = false;
     /** @type {ReturnType<typeof setTimeout> | null} */
@@ -351,16 +371,18 @@ export class Subscription {
 
   /** @returns {Record<string, any>} the first subscribe, or a resume from the last offset */
   _subscribeData() {
-    if (this.phase === "subscribing") {
-      if (this.since === null) return { stream: this.stream };
-      /** @type {Record<string, any>} */
-      const first = { stream: this.stream, since: this.since };
-      if (this.epoch !== null) first.epoch = this.epoch; // a snapshot's position: no replay of another epoch
-      return first;
-    }
     /** @type {Record<string, any>} */
-    const data = { stream: this.stream, since: this.lastOffset };
-    if (this.epoch !== null) data.epoch = this.epoch;
+    const data = { stream: this.stream };
+    if (this.phase === "subscribing") {
+      if (this.since !== null) {
+        data.since = this.since;
+        if (this.epoch !== null) data.epoch = this.epoch; // a snapshot's position: no replay of another epoch
+      }
+    } else {
+      data.since = this.lastOffset;
+      if (this.epoch !== null) data.epoch = this.epoch;
+    }
+    if (this.wantsPresence) data.presence = true;
     return data;
   }
 
@@ -390,6 +412,34 @@ export class Subscription {
     if (this.phase === "ended") return;
     this._end(new RealtimeError("not_recovered", { stream: this.stream, since: this.lastOffset, reset_at: data.offset }));
     this._client._forget(this, true);
+  }
+
+  /**
+   * `presence.state` replaces the map (after every (re)subscribe); `presence.join` adds or
+   * updates, `presence.leave` removes; both may repeat what the map says (harmless).
+   * @param {string} event
+   * @param {Record<string, any>} data
+   * @param {PushFrame} frame
+   */
+  _presence(event, data, frame) {
+    if (this.phase === "ended") return;
+    /** @type {PresenceUser[]} */
+    const users = Array.isArray(data.users) ? data.users.filter((u) => u && typeof u.id === "number") : [];
+    if (event === "presence.state") {
+      this.presence = new Map(users.map((u) => [u.id, u]));
+      this.presenceDegraded = data.degraded === true;
+    } else if (event === "presence.join") {
+      for (const user of users) this.presence.set(user.id, user);
+    } else {
+      for (const user of users) this.presence.delete(user.id);
+    }
+    if (this._onPresence) {
+      try {
+        this._onPresence(this.presence, frame);
+      } catch (exc) {
+        this._client._log("onPresence callback failed", exc);
+      }
+    }
   }
 
   _resuming() {
@@ -1190,6 +1240,9 @@ export class RealtimeClient {
       // A hole in the server's log: what was not delivered before data.offset is gone.
       const sub = this.subscriptions.get(data.stream);
       if (sub !== undefined) sub._reset(data);
+    } else if (PRESENCE_EVENTS.has(event) && typeof data.stream === "string") {
+      const sub = this.subscriptions.get(data.stream);
+      if (sub !== undefined) sub._presence(event, data, /** @type {PushFrame} */ (frame));
     }
     for (const callback of [...this._pushCallbacks]) {
       try {

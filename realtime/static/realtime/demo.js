@@ -1,7 +1,8 @@
 // @ts-check
 /**
- * The /demo/ page: sign in, a room with live messages, a shared JSON resource with optimistic
- * concurrency, the connection state and announcements. Plain ES module, no build step.
+ * The /demo/ page: sign in, a room with live messages, who is in the room and who is typing
+ * (presence and signals), a shared JSON resource with optimistic concurrency, the connection
+ * state and announcements. Plain ES module, no build step.
  * Everything users write is rendered with textContent, never as HTML.
  *
  * Query parameters: `room` (default `lobby`), `backoff_initial` and `backoff_max` (ms).
@@ -127,6 +128,8 @@ function onPush(frame) {
     $("state").title = "the server's broker is degraded; messages are still stored";
   } else if (frame.event === "system.recovered") {
     $("state").title = "";
+  } else if (frame.event === "stream.signal" && data.stream === roomStream) {
+    showTyping(data.from, data.data);
   }
 }
 
@@ -209,11 +212,72 @@ function stopSession(showSignIn = true) {
     $("session-panel").hidden = true;
     $("app").hidden = true;
     $("messages").replaceChildren();
+    $("members").replaceChildren();
+    $("typing").textContent = "";
     closeResourceView();
   }
 }
 
 // The room ------------------------------------------------------------------------------------------
+
+const TYPING_SHOWN_MS = 3000; // a typing signal is shown this long unless renewed
+const TYPING_EVERY_MS = 1500; // at most one typing signal per this while keys are pressed
+/** @type {Map<string, ReturnType<typeof setTimeout>>} who is typing, with the timer that hides them */
+const typing = new Map();
+let lastTypingSignal = 0;
+
+/** @param {Map<number, import("./client.js").PresenceUser>} presence */
+function showMembers(presence) {
+  const members = [...presence.values()].sort((a, b) => a.username.localeCompare(b.username));
+  $("members").replaceChildren(
+    ...members.map((user) => {
+      const item = document.createElement("span");
+      item.className = "member";
+      item.dataset.userId = String(user.id);
+      item.textContent = user.sessions && user.sessions > 1 ? `${user.username} (${user.sessions})` : user.username;
+      return item;
+    }),
+  );
+}
+
+function renderTyping() {
+  const names = [...typing.keys()].sort();
+  $("typing").textContent =
+    names.length === 0 ? "" : `${names.join(", ")} ${names.length === 1 ? "is" : "are"} typing…`;
+}
+
+/**
+ * @param {{username?: string} | undefined} from
+ * @param {any} signal
+ */
+function showTyping(from, signal) {
+  const name = from && from.username;
+  if (!name || !signal || typeof signal !== "object") return;
+  const timer = typing.get(name);
+  if (timer !== undefined) clearTimeout(timer);
+  if (signal.typing) {
+    typing.set(
+      name,
+      setTimeout(() => {
+        typing.delete(name);
+        renderTyping();
+      }, TYPING_SHOWN_MS),
+    );
+  } else {
+    typing.delete(name);
+  }
+  renderTyping();
+}
+
+/** @param {boolean} active */
+function signalTyping(active) {
+  if (!client || !roomStream || !roomSub || roomSub.phase !== "live") return;
+  const now = Date.now();
+  if (active && now - lastTypingSignal < TYPING_EVERY_MS) return;
+  lastTypingSignal = active ? now : 0;
+  // Ephemeral: a signal that is refused or lost is not sent again.
+  client.call("stream.signal", { stream: roomStream, data: { typing: active } }).catch(() => {});
+}
 
 /** @param {import("./client.js").PushFrame} frame */
 function messageItem(frame) {
@@ -250,8 +314,15 @@ async function joinRoom(name) {
   $("room-input").value = name;
   const list = $("messages");
   list.replaceChildren();
+  $("members").replaceChildren();
+  for (const timer of typing.values()) clearTimeout(timer);
+  typing.clear();
+  renderTyping();
   const current = client;
   const sub = client.subscribe(stream, {
+    onPresence: (presence) => {
+      if (roomSub === sub) showMembers(presence);
+    },
     onEvent: (frame) => {
       if (frame.event === "message.new") {
         list.append(messageItem(frame));
@@ -303,6 +374,7 @@ $("send-form").addEventListener("submit", async (/** @type {Event} */ event) => 
   const text = input.value;
   if (!text.trim()) return;
   input.value = "";
+  signalTyping(false);
   sending += 1;
   showSending();
   const current = client;
@@ -318,6 +390,10 @@ $("send-form").addEventListener("submit", async (/** @type {Event} */ event) => 
     sending -= 1;
     $("send-status").textContent = `not sent: ${error.code || error}`;
   }
+});
+
+$("message-input").addEventListener("input", () => {
+  signalTyping($("message-input").value.length > 0);
 });
 
 // The shared resource ------------------------------------------------------------------------------

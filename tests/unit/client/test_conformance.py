@@ -250,6 +250,12 @@ class Player:
             offsets = self.subs[arg["stream"]].offsets
             if offsets != arg["offsets"]:
                 raise ConformanceFailure(f"events delivered: {offsets}")
+        elif kind == "expect_presence":
+            sub = self.subscriptions[arg["stream"]]
+            if sorted(sub.presence) != arg["users"]:
+                raise ConformanceFailure(f"presence: {sorted(sub.presence)}")
+            if "degraded" in arg and sub.presence_degraded != arg["degraded"]:
+                raise ConformanceFailure(f"presence degraded: {sub.presence_degraded}")
         elif kind == "expect_sub_end":
             outcome = self.subs[arg["stream"]]
             if not outcome.done or outcome.error != arg["error"]:
