@@ -275,9 +275,9 @@ async def tail_streams(session: Session, args: argparse.Namespace) -> int:
             message = f"{stream} has epoch {sub.epoch}, not {args.epoch}: its offsets start over"
             session.printer.error("not_recovered", {"message": message, "stream": stream}, event="stream.subscribe")
             return 1
-        # Where printing starts. Not sub.last_offset when resuming: replayed frames read with
-        # the ack are already queued (not yet printed) and have moved it.
-        start = args.since if args.since is not None else sub.last_offset
+        # Where printing starts. Not sub.last_offset: frames read with the ack are already
+        # queued (not yet printed) and have moved it.
+        start = sub.start_offset
         session.printer.note(
             "subscribed", f"following {stream} from offset {start} (epoch {sub.epoch})",
             stream=stream, offset=start, epoch=sub.epoch,

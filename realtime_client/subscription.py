@@ -57,6 +57,9 @@ class Subscription(AsyncIterator[Frame]):
         self.since = since
         self.epoch: str | None = epoch
         self.wants_presence = presence  # ask for presence pushes and signals on every (re)subscribe
+        # Where delivery began: ``since``, or the head the first ack reported (None until then).
+        # Unlike last_offset, frames read with the ack do not move it.
+        self.start_offset: int | None = None
         self.phase = Phase.SUBSCRIBING
         self._buffer = ReorderBuffer()
         self._queue: asyncio.Queue[Frame | _End] = asyncio.Queue()
@@ -133,6 +136,7 @@ class Subscription(AsyncIterator[Frame]):
         self.phase = Phase.LIVE
         if not resuming:
             start = self.since if self.since is not None else int(ack["offset"])
+            self.start_offset = start
             self._deliver(self._buffer.start(start))
         self._check_gap()
 

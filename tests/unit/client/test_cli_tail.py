@@ -59,3 +59,26 @@ async def test_tail_since_says_the_requested_offset_when_the_replay_comes_with_t
     assert [(line["offset"], line["epoch"]) for line in subscribed] == [(1, "e1")]
     assert [line["offset"] for line in lines if line["type"] == "push"] == [2, 3]
     assert lines.index(subscribed[0]) < min(i for i, line in enumerate(lines) if line["type"] == "push")
+
+
+async def test_live_tail_says_the_head_of_the_ack_when_an_event_comes_with_it(fake: FakeServer) -> None:
+    """Issue 18: a live ``tail`` (no ``--since``) says "from offset N" with the head the ack
+    reported, even when the next event is read together with the ack (it said N + 1)."""
+    out = io.StringIO()
+    args = parser().parse_args(["--url", "ws://fake/ws/", "--json", "tail", "room:tutorial"])
+    session = Session(args, Printer(as_json=True, out=out, err=out), "t", None)
+    task = asyncio.ensure_future(tail_streams(session, args))
+    try:
+        ws = await fake.connection(1)
+        subscribe = await ws.next_sent()
+        assert subscribe["data"] == {"stream": "room:tutorial"}
+        ws.ack(subscribe, {"stream": "room:tutorial", "offset": 5, "epoch": "e1", "recovered": True})
+        ws.feed({"event": "note.posted", "stream": "room:tutorial", "offset": 6, "data": {"n": 6}})
+        lines = await printed_until(out, pushes=1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await session.client.close()
+    subscribed = [line for line in lines if line["type"] == "subscribed"]
+    assert [line["offset"] for line in subscribed] == [5]
+    assert [line["offset"] for line in lines if line["type"] == "push"] == [6]
