@@ -112,10 +112,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self._release(None, "")
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels' dispatch first closes stale database connections through a trip to the
-        # database thread, on connect and on disconnect: a tenth of a connection's setup.
-        # Every database call here already goes through database_sync_to_async, which
-        # does that on the thread itself, before and after the call.
+        # Not Channels' dispatch, which first closes stale database connections with a trip
+        # to the database thread: every database call here goes through
+        # database_sync_to_async, which does that on the thread itself.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

@@ -96,9 +96,9 @@ class StreamName:
 
 
 class StreamSyntax:
-    """The stream names of a set of namespaces. Every subscribe and publish parses a name and
-    clients repeat a few: the profile had parsing (regex, lookup) at 3-4 % of both paths, so
-    results are cached per syntax; a rejected name raises every time (exceptions are not cached)."""
+    """The stream names of a set of namespaces. Parsing is on every subscribe and publish and
+    clients repeat a few names, so results are cached per syntax (docs/performance.md, profiling
+    notes); a rejected name raises every time (exceptions are not cached)."""
 
     def __init__(self, patterns: Iterable[StreamPattern]) -> None:
         self.patterns: dict[str, StreamPattern] = {}
