@@ -30,15 +30,14 @@ from typing import Any
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.db import InterfaceError, OperationalError
 
 from realtime.client_events import protocol_table
 from realtime.conf import realtime_settings, server_id
 from realtime.connection.frame_outbox import Outbox
-from realtime.connection.handlers import HANDLERS, AckThen, iso_utc
-from realtime.connection.origin import scope_origin
+from realtime.connection.handlers import HANDLERS, AckThen
+from realtime.connection.handshake import DATABASE_FAULTS, open_session, welcome_frame
 from realtime.connection.session_deadlines import SessionDeadlines
-from realtime.connection.session_records import Opened, SessionClose, SessionOpen, session_log
+from realtime.connection.session_records import SessionClose, session_log
 from realtime.loop.background import spawn
 from realtime.loop.flow_control import RateLimiter, RateVerdict, SendQueue
 from realtime.loop.timer_wheel import timer_wheel
@@ -46,7 +45,6 @@ from realtime.ops import metrics
 from realtime.ops.structured_logging import ConnectionLog
 from realtime.protocol import (
     CLOSE_CODE_FOR,
-    PROTOCOL_VERSION,
     CloseReason,
     Command,
     Immediate,
@@ -59,20 +57,6 @@ from realtime.server.extensions import SEND_NOW
 from realtime.streams.fanout import Subscription, get_hub
 
 logger = logging.getLogger("realtime.connection")
-
-# The database is failing (restarting, unreachable, locked past the timeout), not the request.
-DATABASE_FAULTS = (OperationalError, InterfaceError)
-
-
-def _number(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else value
-
-
-def _header(scope: dict[str, Any], name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
@@ -133,28 +117,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         failure: CloseReason | None = scope.get("auth_failure")
         user: Any = None
         if failure is None:
-            try:
-                opened: Opened = await session_log().open(
-                    SessionOpen(
-                        session_id=self.session_id,
-                        user_id=scope["auth_claims"].user_id,
-                        server_id=server_id(),
-                        remote_addr=str(client[0]),
-                        origin=scope_origin(scope) or "",
-                        user_agent=_header(scope, b"user-agent"),
-                        token_version=scope["auth_claims"].token_version,
-                    )
-                )
-            except DATABASE_FAULTS as exc:
-                # A database fault is not an authentication answer: the client retries later.
-                self.log.error(
-                    "session could not be opened: database unavailable",
-                    extra={"event": "connect", "error": f"{type(exc).__name__}: {exc}"[:300]},
-                )
-                opened = CloseReason.TRY_AGAIN_LATER
-            except Exception:
-                self.log.exception("session could not be opened", extra={"event": "connect"})
-                opened = CloseReason.INTERNAL_ERROR
+            opened = await open_session(scope, self.session_id, self.log)
             if isinstance(opened, CloseReason):
                 failure = opened
             else:
@@ -186,21 +149,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         metrics.OPEN_CONNECTIONS.inc()
         await self.accept()
         settings = self._settings
-        await self.send_frame(
-            render_push(
-                "session.welcome",
-                {
-                    "session_id": str(self.session_id),
-                    "user": {"id": user.pk, "username": user.username, "is_staff": user.is_staff},
-                    "server": server_id(),
-                    "protocol": PROTOCOL_VERSION,
-                    "heartbeat_interval": _number(settings.heartbeat_interval),
-                    "idle_timeout": _number(settings.idle_timeout),
-                    "max_message_bytes": settings.max_message_bytes,
-                    "token_expires_at": iso_utc(scope["auth_claims"].expires_at),
-                },
-            )
-        )
+        await self.send_frame(welcome_frame(str(self.session_id), user, settings, scope["auth_claims"].expires_at))
         self._hub.register(self)  # after the welcome: it must be the first frame
         self.last_rx = self._loop.time()
         self.deadlines = SessionDeadlines(self, self._loop, timer_wheel(self._loop), settings.idle_timeout)
