@@ -185,32 +185,46 @@ class Hub:
         database round trip. Resumes ask for fresh info, to see the latest pruning.
         """
         key = str(name)
-        state = self.streams.get(key)
-        if state is None:
-            state = self.streams[key] = StreamState(name)
-            state.ready = asyncio.get_running_loop().create_future()
-            try:
-                if self._bus is not None:
-                    await self._bus.join(name.group)
-                info = await self._log.stream_info(key)
-            except BaseException as exc:
-                del self.streams[key]
-                state.ready.set_exception(exc)
-                state.ready.exception()  # mark retrieved: waiters re-raise their own copy
-                raise
-            state.head = info.head
+        # Waiting below, the stream's last subscriber may leave and the hub stop following it:
+        # the state waited on is then no longer the hub's, and a subscription added to it
+        # would never hear of an event again. So each wait is followed by a check, and on a
+        # dropped state the hub starts following the stream afresh.
+        while True:
+            state = self.streams.get(key)
+            if state is None:
+                return await self._follow(name, key)
+            if state.ready is not None and not state.ready.done():
+                await asyncio.shield(state.ready)
+                if self.streams.get(key) is not state:
+                    continue
+            if not fresh and state.info is not None and state.head is not None:
+                return state, StreamInfo(key, state.info.epoch, state.head, state.info.pruned_through)
+            info = await self._log.stream_info(key)
+            if self.streams.get(key) is not state:
+                continue
             state.info = info
-            state.ready.set_result(None)
-            self._drain(state)
-            if self._tracker is None:
-                self._tracker = asyncio.ensure_future(self.heads.run())
             return state, info
-        if state.ready is not None and not state.ready.done():
-            await asyncio.shield(state.ready)
-        if not fresh and state.info is not None and state.head is not None:
-            return state, StreamInfo(key, state.info.epoch, state.head, state.info.pruned_through)
-        info = await self._log.stream_info(key)
+
+    async def _follow(self, name: StreamName, key: str) -> tuple[StreamState, StreamInfo]:
+        """Start following a stream: join its bus group and read its head. Until ``ready``
+        is set no detach removes the state, so the caller subscribes to a followed stream."""
+        state = self.streams[key] = StreamState(name)
+        state.ready = asyncio.get_running_loop().create_future()
+        try:
+            if self._bus is not None:
+                await self._bus.join(name.group)
+            info = await self._log.stream_info(key)
+        except BaseException as exc:
+            del self.streams[key]
+            state.ready.set_exception(exc)
+            state.ready.exception()  # mark retrieved: waiters re-raise their own copy
+            raise
+        state.head = info.head
         state.info = info
+        state.ready.set_result(None)
+        self._drain(state)
+        if self._tracker is None:
+            self._tracker = asyncio.ensure_future(self.heads.run())
         return state, info
 
     def subscribe(self, state: StreamState, conn: Subscriber, start: int, presence: bool = False) -> Subscription:
