@@ -137,3 +137,24 @@ class ServerFieldErrorsSerializer(serializers.Serializer[Any]):
     event = serializers.ListField(child=serializers.CharField(), required=False)
     data = serializers.ListField(child=serializers.CharField(), required=False)  # type: ignore[assignment]
     id = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class PresenceMemberSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    sessions = serializers.IntegerField(help_text="the user's subscriptions of the stream, on every server")
+    meta = serializers.DictField(allow_null=True, help_text="the metadata the user set last, or null")
+
+
+class StreamPresenceSerializer(serializers.Serializer[Any]):
+    stream = serializers.CharField()
+    users = PresenceMemberSerializer(many=True, help_text="one per user present, by id")
+    degraded = serializers.BooleanField(help_text="the broker is away: only this server's members are known")
+
+
+class UserStatusSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    online = serializers.BooleanField(help_text="the user has an open session on a live server")
+    sessions = serializers.IntegerField(help_text="open sessions on live servers")
+    servers = serializers.ListField(child=serializers.CharField(), help_text="the servers holding them, sorted")

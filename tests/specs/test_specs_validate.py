@@ -99,6 +99,9 @@ def test_openapi_schema_validates_without_warnings(tmp_path: Path) -> None:
         "/api/server/users/{user_id}/disconnect/",
         "/api/server/streams/{stream}/",
         "/api/server/streams/{stream}/history/",
+        # Issue 17: presence and online status (realtime/server_api_presence.py).
+        "/api/server/streams/{stream}/presence/",
+        "/api/server/users/{user_id}/",
     }
     publish = schema["paths"]["/api/server/publish/"]["post"]
     assert publish["security"] == [{"serverApiKey": []}, {"jwtAuth": []}]
