@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import PASSWORD, PYTHON, REPO, ServerProcess, base_env, migrated_database, open_clients
+from tests.e2e.redis_server import RedisServer, free_port
 
 SEED = f"""
 import json
@@ -90,6 +91,14 @@ def server_factory(e2e_db: E2EDatabase, tmp_path: Path) -> Iterator[ServerFactor
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private Redis server for one test (started, killed after), for tests that restart it."""
+    server = RedisServer(port=free_port(), workdir=tmp_path).start()
+    yield server
+    server.kill()
 
 
 @pytest.fixture(autouse=True)

@@ -6,26 +6,17 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-import pytest
 import redis as redis_sync
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
 from tests.e2e.helpers import ServerProcess, call, connect, mint_token, recv_json
-from tests.e2e.redis_server import RedisServer, free_port
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), workdir=tmp_path).start()
-    yield server
-    server.kill()
+from tests.e2e.redis_server import RedisServer
 
 
 def room() -> str:

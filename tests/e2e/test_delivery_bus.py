@@ -29,7 +29,6 @@ from tests.e2e.delivery_helpers import (
     group_scores,
     msg_id,
     publish,
-    redis,
     redis_client,
     room,
     stream_group,
@@ -38,8 +37,6 @@ from tests.e2e.delivery_helpers import (
 )
 from tests.e2e.helpers import ServerProcess, base_env, call, db_query, expect_close
 from tests.e2e.redis_server import RedisServer, free_port
-
-__all__ = ["redis"]  # the fixture
 
 FAST = {"REALTIME_RATE_LIMIT": "0"}
 Pair = tuple[ServerProcess, ServerProcess, RedisServer]

@@ -69,13 +69,6 @@ def nginx(tmp_path: Path) -> Iterator[Callable[[list[int]], str]]:
         proc.wait()
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), workdir=tmp_path).start()
-    yield server
-    server.kill()
-
-
 async def test_cross_server_broadcast_through_nginx(server_factory, nginx, redis: RedisServer) -> None:
     """Risks: Scaling complexity -> behind nginx (WebSocket upgrade headers, least_conn), clients land
     on both servers and a broadcast published through nginx reaches every one of them."""

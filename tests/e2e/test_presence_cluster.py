@@ -7,8 +7,6 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,19 +14,12 @@ import pytest
 from loadtests.presence_storm import create_members, storm
 from tests.conftest import scaled
 from tests.e2e.helpers import base_env
-from tests.e2e.redis_server import RedisServer, free_port
+from tests.e2e.redis_server import RedisServer
 from tests.e2e.test_presence import ask, next_push, no_push, session, subscribe
 
 pytestmark = pytest.mark.timeout(90)
 
 HEARTBEAT = 1.0  # REALTIME_SERVER_HEARTBEAT_INTERVAL of these servers, seconds
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), workdir=tmp_path).start()
-    yield server
-    server.kill()
 
 
 def room() -> str:

@@ -13,8 +13,6 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,13 +22,6 @@ from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
 from tests.e2e.helpers import PYTHON, REPO, ServerProcess, base_env, call, connect, http_json, mint_token, recv_json
 from tests.e2e.redis_server import RedisServer, free_port
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), workdir=tmp_path).start()
-    yield server
-    server.kill()
 
 
 def _shell(e2e_db: E2EDatabase, script: str, **env: str) -> dict[str, Any]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,15 +12,8 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import scaled
 from tests.e2e.helpers import ServerProcess, call, connect, expect_close, http_json, obtain_tokens, recv_json
-from tests.e2e.redis_server import RedisServer, free_port
+from tests.e2e.redis_server import RedisServer
 from tests.waiting import async_wait_until
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), workdir=tmp_path).start()
-    yield server
-    server.kill()
 
 
 async def _client(server: ServerProcess, user: str = "alice") -> ClientConnection:

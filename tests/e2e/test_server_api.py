@@ -18,12 +18,9 @@ import os
 import re
 import subprocess
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
@@ -38,7 +35,7 @@ from tests.e2e.helpers import (
     obtain_tokens,
     recv_json,
 )
-from tests.e2e.redis_server import RedisServer, free_port
+from tests.e2e.redis_server import RedisServer
 
 KEY = "e2e-server-api-key-0123456789abcdef"
 WRONG_KEY = "e2e-server-api-key-0123456789abcdeX"
@@ -80,13 +77,6 @@ async def stream_events(ws: Any, count: int) -> list[dict[str, Any]]:
 
 def bearer(key: str = KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), workdir=tmp_path).start()
-    yield server
-    server.kill()
 
 
 def test_examples_are_complete() -> None:

@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ import pytest
 from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
 from tests.e2e.helpers import ServerProcess, connect, http_json, obtain_tokens, recv_json
-from tests.e2e.redis_server import RedisServer, free_port
+from tests.e2e.redis_server import RedisServer
 from tests.e2e.test_presence import ask, session, subscribe
 from tests.e2e.test_server_api import examples
 
@@ -32,13 +31,6 @@ pytestmark = pytest.mark.timeout(60)
 
 KEY = "e2e-presence-api-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), workdir=tmp_path).start()
-    yield server
-    server.kill()
 
 
 def room() -> str:
