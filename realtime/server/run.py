@@ -36,6 +36,7 @@ from django.utils.module_loading import import_string
 
 from realtime.conf import realtime_settings, server_id
 from realtime.ops.server_registry import heartbeat_forever, server_register, server_stopped
+from realtime.server.gc_policy import GcPolicy
 from realtime.server.http import HttpConnection
 from realtime.server.proxy import TrustedProxies
 from realtime.server.state import ASGIApp, ServerSettings, ServerState
@@ -129,6 +130,7 @@ class Listener:
         self.force = False
         self.stop_requested: asyncio.Event | None = None
         self.state: ServerState | None = None
+        self.gc_policy: GcPolicy | None = None  # realtime/server/gc_policy.py, applied by serve_on
 
     def handle_signal(self, sig: int) -> None:
         if self.stopping and sig == signal.SIGINT:
@@ -145,6 +147,8 @@ class Listener:
         for sig in early or ():
             self.handle_signal(sig)
         state = self.state = ServerState(self.app, self.settings, loop)
+        if self.gc_policy is not None:
+            self.gc_policy.start(loop, state)
         server = await loop.create_server(lambda: HttpConnection(state), sock=self.sock, backlog=BACKLOG)
         heartbeat = asyncio.ensure_future(heartbeat_forever(server_id(), get_hub().count_local))
         try:
@@ -153,6 +157,8 @@ class Listener:
             await self.stop_requested.wait()
             await self.shutdown(server, state)
         finally:
+            if self.gc_policy is not None:
+                self.gc_policy.stop()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -217,6 +223,9 @@ def serve_on(
         logger.warning(
             "closed sessions left open by a previous process", extra={"server": server_id(), "sessions": leaked}
         )
+    # Everything loaded so far is long-lived: frozen out of the collector's reach (issue 19).
+    listener.gc_policy = GcPolicy.from_environment()
+    listener.gc_policy.apply()
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(listener.serve(stop_signals or STOP_SIGNALS, early_signals))
