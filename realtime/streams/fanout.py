@@ -52,16 +52,15 @@ from realtime.streams.hub_state import (
     Subscriber,
     Subscription,
     read_since,
-    reset_frame,
     skip_hole,
 )
 from realtime.streams.presence import Presence, presence_store
+from realtime.streams.replay import replay_then_live
 
 __all__ = ["Hub", "StreamState", "Subscriber", "Subscription", "get_hub", "read_since"]
 
 logger = logging.getLogger("realtime.fanout")
 
-FIRST_REPLAY_PAGE = 16  # until the events' size is known
 # Every hub joins this group: announcements and kicks reach every server through it.
 CONTROL_GROUP = "realtime.control"
 METRICS_FOLD_INTERVAL = 1.0
@@ -234,51 +233,10 @@ class Hub:
         return sub
 
     async def activate(self, sub: Subscription) -> None:
-        """Replay from the database until the subscription reaches the hub's head, then go live.
-
-        Pages are bounded by the connection's page size and, adaptively, by ``page_bytes``;
-        each frame waits for room in the connection's queue, so a reading client is never
-        closed as a slow consumer by a replay, however large its events."""
+        """Replay from the database until the subscription reaches the hub's head, then go live
+        (``replay.py``); a presence subscriber first gets the stream's members."""
         await self.presence.send_state(sub)  # presence.state right after the ack, before the replay
-        state = self.streams.get(sub.stream)
-        conn = sub.conn
-        limit = min(conn.replay_page_size(), FIRST_REPLAY_PAGE)
-        while sub.active and state is not None and self.streams.get(sub.stream) is state:
-            head = state.head if state.head is not None else sub.offset
-            if sub.offset >= head:
-                sub.live = True  # no await since the comparison: nothing can slip between
-                return
-            page = await self._log.read_since(sub.stream, sub.offset, min(limit, head - sub.offset))
-            if not sub.active:
-                return
-            if not page or page[0].offset > sub.offset + 1:
-                self._replay_hole(sub, state)  # offsets up to the head are committed: they are gone
-                return
-            size = 0
-            for event in page:
-                frame = event.frame
-                if not await conn.wait_for_room(1, len(frame)) or not sub.active:
-                    return
-                if event.offset > sub.offset + 1:
-                    break  # a hole inside the page: the next read starts at it
-                if event.offset == sub.offset + 1:
-                    sub.offset = event.offset
-                    conn.enqueue(frame)
-                    size += len(frame)
-            average = max(1, size // len(page))
-            limit = max(1, min(conn.replay_page_size(), self.page_bytes // average))
-
-    def _replay_hole(self, sub: Subscription, state: StreamState) -> None:
-        """The log lacks offsets the replay needs: go live from the head, saying so (as an ack
-        with ``recovered: false`` would have)."""
-        assert state.head is not None
-        logger.warning(
-            "replay found events missing from the log",
-            extra={"event": "stream_hole", "stream": sub.stream, "from": sub.offset + 1, "to": state.head},
-        )
-        sub.offset = state.head
-        sub.live = True
-        sub.push(reset_frame(sub.stream, state.head, state.epoch))
+        await replay_then_live(sub, self.streams, self._log, self.page_bytes)
 
     def detach(self, sub: Subscription) -> None:
         sub.active = False
