@@ -1,4 +1,4 @@
-"""The chaos soak (docs/reliability.md): 30 seconds in the default suite, 60 with ``-m slow``.
+"""The chaos soak's 60-second run (docs/reliability.md), as part of the default suite.
 
 Rows: Fault tolerance: Network drop, Server restart, Broker failure; risks Reconnection
 state sync, Message ordering, No built-in delivery guarantees, Scaling complexity.
@@ -24,14 +24,10 @@ from tests.e2e.helpers import PYTHON, REPO
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize(
-    ("seconds", "min_faults"),
-    [pytest.param(30, 6, id="30s"), pytest.param(60, 10, id="60s", marks=pytest.mark.slow)],
-)
-def test_chaos_soak_loses_nothing(tmp_path: Path, seconds: int, min_faults: int) -> None:
+def test_chaos_soak_60_seconds_loses_nothing(tmp_path: Path) -> None:
     report_path = tmp_path / "chaos.json"
     done = subprocess.run(
-        [PYTHON, "-m", "loadtests.chaos", "--duration", str(seconds), "--report", str(report_path)],
+        [PYTHON, "-m", "loadtests.chaos", "--duration", "60", "--report", str(report_path)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -44,8 +40,8 @@ def test_chaos_soak_loses_nothing(tmp_path: Path, seconds: int, min_faults: int)
     assert verdict["ok"], json.dumps(report, indent=2)
     assert done.returncode == 0
     # The run really exercised what it claims: faults of several kinds, reconnects, traffic.
-    assert report["fault_count"] >= min_faults, report["faults"]
+    assert report["fault_count"] >= 10, report["faults"]
     assert len(report["faults"]) >= 4, report["faults"]
-    assert verdict["acks"] > 500 * seconds // 60
-    assert verdict["deliveries"] > 2000 * seconds // 60
+    assert verdict["acks"] > 500
+    assert verdict["deliveries"] > 2000
     assert verdict["subscriptions"] >= 100
