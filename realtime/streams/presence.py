@@ -85,16 +85,18 @@ class Presence(PresenceSync):
     # Answers -------------------------------------------------------------------------------
 
     async def send_state(self, sub: Subscription) -> None:
-        """``presence.state`` to a new subscription, right after its ack (``Hub.activate``)."""
+        """``presence.state`` to a new subscription that asked for presence, right after its ack
+        (``Hub.activate``). One that did not ask goes straight to its replay: it never waits
+        for the stream's members to be read from the store."""
         view = self.views.get(sub.stream)
-        if view is None:
+        if view is None or not sub.presence:
             return
         await self._wait_loaded(view)
         if not view.told:
             view.announced, view.told = view.merged(), True
         # What the others were told: the next presence.join / presence.leave carry everyone,
         # this subscription too, from there to the current members.
-        if sub.active and sub.presence:
+        if sub.active:
             sub.push(render_push("presence.state", self.state_data(sub.stream, view.announced)))
 
     async def snapshot(self, stream: str) -> dict[str, Any]:

@@ -298,3 +298,16 @@ def test_presence_follows_the_namespace_declarations() -> None:
     assert presence_enabled(StreamName.parse("room:lobby"))
     assert not presence_enabled(StreamName.parse("resource:1"))
     assert not presence_enabled(StreamName.parse("user:1"))
+
+
+async def test_a_subscriber_that_did_not_ask_never_waits_for_the_members_to_load(hub: Hub) -> None:
+    """Issue 17 beside the contract: while a stream's members are still being read from the
+    store, a subscription without ``"presence": true`` starts its replay at once; only one
+    that asked waits (up to the load timeout) for its presence.state."""
+    conn = Conn(1, "ann")
+    state, _ = await hub.attach(StreamName.parse("room:a"), conn)
+    sub = hub.subscribe(state, conn, 0, presence=False)
+    hub.presence.views["room:a"].loaded = asyncio.get_running_loop().create_future()  # never loads
+    await asyncio.wait_for(hub.activate(sub), 0.1)
+    assert sub.live
+    assert conn.frames == []
