@@ -55,6 +55,15 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
 _RATE = re.compile(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)")
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw not in ("0", "1"):
+        raise SettingsError(f"{name} must be 0 or 1, not {raw!r}")
+    return raw == "1"
+
+
 def _rate(env: Mapping[str, str], name: str, default: str) -> str:
     """A DRF throttle rate: requests per second, minute, hour or day (``10/min``)."""
     raw = env.get(name, "").strip() or default
@@ -125,6 +134,9 @@ class RealtimeSettings:
     # Issue 16: the server HTTP API (realtime/server_api.py). No keys: only staff access tokens.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     server_api_rate: str = "6000/min"  # requests per API key (or staff user)
+    # Issue 19: the server's garbage-collector policy (realtime/server/gc_policy.py).
+    gc_freeze: bool = True
+    gc_trace: str = ""  # a file for one JSON line per collection; empty: no collector callback
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RealtimeSettings:
@@ -159,6 +171,8 @@ class RealtimeSettings:
             signal_rate=_number(env, "REALTIME_SIGNAL_RATE", 20.0, minimum=0.1),
             api_keys=_api_keys(env),
             server_api_rate=_rate(env, "REALTIME_SERVER_API_RATE", "6000/min"),
+            gc_freeze=_switch(env, "REALTIME_GC_FREEZE", True),
+            gc_trace=env.get("REALTIME_GC_TRACE", "").strip(),
         )
 
     def origin_allowed(self, origin: str) -> bool:

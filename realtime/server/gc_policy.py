@@ -42,12 +42,11 @@ import asyncio
 import collections
 import gc
 import json
-import os
 import signal
 import time
 from typing import IO, Any, TypeVar
 
-from realtime.conf import SettingsError
+from realtime.conf import RealtimeSettings
 from realtime.server.state import ServerState
 
 T = TypeVar("T")
@@ -73,14 +72,6 @@ TRACE_FLUSH_INTERVAL = 1.0
 # With the trace on, this signal appends a census of tracked objects to it.
 CENSUS_SIGNAL = signal.SIGUSR1
 CENSUS_TYPES = 40  # the census names this many of the most common types still walked
-
-
-def freeze_enabled(env: dict[str, str] | None = None) -> bool:
-    """``REALTIME_GC_FREEZE``: ``1`` (default) applies the policy, ``0`` keeps CPython's defaults."""
-    value = (os.environ if env is None else env).get(FREEZE_ENV, "1").strip()
-    if value not in ("0", "1"):
-        raise SettingsError(f"{FREEZE_ENV} must be 0 or 1, not {value!r}")
-    return value == "1"
 
 
 class GcTrace:
@@ -116,12 +107,6 @@ class GcTrace:
             gc.callbacks.remove(self)
             self.installed = False
         self.file.close()
-
-
-def trace_from_environment(env: dict[str, str] | None = None) -> GcTrace | None:
-    """The trace ``REALTIME_GC_TRACE`` asks for, installed; None when it is unset."""
-    path = (os.environ if env is None else env).get(TRACE_ENV, "").strip()
-    return GcTrace(path).install() if path else None
 
 
 class CountedSet(set[T]):
@@ -163,8 +148,9 @@ class GcPolicy:
         self.freezes = 0
 
     @classmethod
-    def from_environment(cls) -> GcPolicy:
-        return cls(freeze_enabled(), trace_from_environment())
+    def from_settings(cls, settings: RealtimeSettings) -> GcPolicy:
+        """``REALTIME_GC_FREEZE`` and ``REALTIME_GC_TRACE``, read with the other settings (realtime/conf.py)."""
+        return cls(settings.gc_freeze, GcTrace(settings.gc_trace).install() if settings.gc_trace else None)
 
     def apply(self) -> None:
         """At start-up, before serving: collect, freeze what is loaded, set the thresholds."""

@@ -224,7 +224,7 @@ def serve_on(
             "closed sessions left open by a previous process", extra={"server": server_id(), "sessions": leaked}
         )
     # Everything loaded so far is long-lived: frozen out of the collector's reach (issue 19).
-    listener.gc_policy = GcPolicy.from_environment()
+    listener.gc_policy = GcPolicy.from_settings(realtime_settings())
     listener.gc_policy.apply()
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from realtime.conf import SettingsError
+from realtime.conf import RealtimeSettings, SettingsError
 from realtime.server.gc_policy import (
     FREEZE_AT,
     FREEZE_ENV,
@@ -28,8 +28,6 @@ from realtime.server.gc_policy import (
     CountedSet,
     GcPolicy,
     GcTrace,
-    freeze_enabled,
-    trace_from_environment,
 )
 
 
@@ -158,10 +156,10 @@ def test_released_connections_reclaim_frozen_cycles_once_they_outnumber_open_one
 
 def test_freeze_off_keeps_cpythons_collector() -> None:
     """``REALTIME_GC_FREEZE=0``: nothing frozen, thresholds untouched, no ticks (the load test's baseline)."""
-    assert freeze_enabled({FREEZE_ENV: "0"}) is False
-    assert freeze_enabled({}) is True
+    assert RealtimeSettings.from_env({FREEZE_ENV: "0"}).gc_freeze is False
+    assert RealtimeSettings.from_env({}).gc_freeze is True
     before = gc.get_threshold()
-    policy = GcPolicy(freeze_enabled({FREEZE_ENV: "0"}))
+    policy = GcPolicy.from_settings(RealtimeSettings.from_env({FREEZE_ENV: "0"}))
     policy.apply()
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == before
@@ -175,15 +173,15 @@ def test_freeze_off_keeps_cpythons_collector() -> None:
 
 def test_freeze_setting_rejects_other_values() -> None:
     with pytest.raises(SettingsError, match=FREEZE_ENV):
-        freeze_enabled({FREEZE_ENV: "yes"})
+        RealtimeSettings.from_env({FREEZE_ENV: "yes"})
 
 
 def test_trace_is_installed_only_when_asked(tmp_path: Path) -> None:
     """The gc callback exists only with ``REALTIME_GC_TRACE`` set."""
     callbacks = len(gc.callbacks)
-    assert trace_from_environment({}) is None
+    assert GcPolicy.from_settings(RealtimeSettings.from_env({})).trace is None
     assert len(gc.callbacks) == callbacks
-    trace = trace_from_environment({TRACE_ENV: str(tmp_path / "gc.jsonl")})
+    trace = GcPolicy.from_settings(RealtimeSettings.from_env({TRACE_ENV: str(tmp_path / "gc.jsonl")})).trace
     assert trace is not None
     assert trace in gc.callbacks
     gc.collect(0)
