@@ -16,6 +16,7 @@ from tests.conftest import scaled
 from tests.e2e.helpers import ServerProcess, call, connect, obtain_tokens, recv_json
 from tests.e2e.test_metrics import scrape
 from tests.fault_proxy import FaultProxy
+from tests.waiting import async_wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -175,7 +176,7 @@ async def test_a_client_resuming_after_a_network_cut_gets_the_current_members(se
         ):
             sub = await alice.subscribe(stream, presence=True)
             bob_sub = await bob.subscribe(stream, presence=True)
-            await until(lambda: names(sub.presence) == {"alice", "bob"})
+            await async_wait_until(lambda: names(sub.presence) == {"alice", "bob"}, timeout=10)
             proxy.refuse = True
             await proxy.cut()
             await bob_sub.unsubscribe()
@@ -183,7 +184,7 @@ async def test_a_client_resuming_after_a_network_cut_gets_the_current_members(se
             await asyncio.sleep(0.5)
             assert names(sub.presence) == {"alice", "bob"}  # cut off: nothing tells it yet
             proxy.refuse = False
-            await until(lambda: names(sub.presence) == {"alice", "admin"})
+            await async_wait_until(lambda: names(sub.presence) == {"alice", "admin"}, timeout=10)
             assert sub.resumes == 1
             assert sub.presence_degraded is False
     finally:
@@ -192,12 +193,6 @@ async def test_a_client_resuming_after_a_network_cut_gets_the_current_members(se
 
 def names(presence: dict[int, dict[str, Any]]) -> set[str]:
     return {u["username"] for u in presence.values()}
-
-
-async def until(condition: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(scaled(timeout)):
-        while not condition():
-            await asyncio.sleep(0.05)
 
 
 async def test_presence_and_signal_counts_in_metrics(server_factory) -> None:
