@@ -42,7 +42,7 @@ from loadtests.common import check_loopback, pin_to_cpu, proc_status_kb, raise_n
 from loadtests.context import BenchError, Context
 from loadtests.server import (
     LOADGEN_CPU,
-    REPO,
+    SERVER_REPO,
     Database,
     Server,
     log_directory,
@@ -245,7 +245,7 @@ async def main(args: argparse.Namespace) -> int:
     loadgen_cpu = pin_to_cpu(LOADGEN_CPU)
     nofile = raise_nofile()
     machine: dict[str, Any] = {"cpus": os.cpu_count(), "loadgen_cpu": loadgen_cpu, "nofile": nofile}
-    machine["server_source"] = source_fingerprint(REPO)
+    machine["server_source"] = source_fingerprint(SERVER_REPO)
     if args.url:
         check_loopback(args.url)
     database: Database | None = None

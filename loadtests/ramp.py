@@ -49,6 +49,7 @@ from loadtests.server import (
     LOADGEN_CPU,
     PYTHON,
     REPO,
+    SERVER_REPO,
     Server,
     log_directory,
     obtain_token,
@@ -327,7 +328,7 @@ async def main(args: argparse.Namespace) -> int:
     machine: dict[str, Any] = {"cpus": os.cpu_count(), "loadgen_cpu": pin_to_cpu(LOADGEN_CPU), "nofile": raise_nofile()}
     if machine["nofile"] < args.echo_conns + args.ramp_conns + 100:
         raise SystemExit(f"the open-file limit {machine['nofile']} is too low for {args.ramp_conns} connections")
-    machine["server_source"] = source_fingerprint(REPO)
+    machine["server_source"] = source_fingerprint(SERVER_REPO)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     failures = 0

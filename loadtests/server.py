@@ -34,6 +34,9 @@ from pathlib import Path
 from typing import IO, Literal, Self
 
 REPO = Path(__file__).resolve().parents[1]
+# The checkout whose server is started: this one, or (``BENCH_SERVER_REPO``) another, e.g. a
+# worktree of the previous commit, so a change and its baseline run side by side from one harness.
+SERVER_REPO = Path(os.environ.get("BENCH_SERVER_REPO") or REPO).resolve()
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 SERVE = (PYTHON, "manage.py", "serve")
@@ -92,7 +95,7 @@ def server_env(database_url: str, overrides: dict[str, str]) -> dict[str, str]:
 
 def migrate(env: dict[str, str]) -> None:
     """``manage.py migrate`` against the database of ``env``."""
-    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True)
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=SERVER_REPO, env=env, check=True)
 
 
 @dataclass
@@ -118,7 +121,9 @@ def prepare_database(database_url: str | None) -> Database:
         f"User = get_user_model()\nUser.objects.filter(username={USERNAME!r}).exists() or "
         f"User.objects.create_user({USERNAME!r}, password={PASSWORD!r})"
     )
-    subprocess.run([PYTHON, "manage.py", "shell", "-c", code], cwd=REPO, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", code], cwd=SERVER_REPO, env=env, check=True, capture_output=True
+    )
     return Database(database_url, tmpdir)
 
 
@@ -168,7 +173,7 @@ class Server:
         self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             _pinned(argv, self.cpu) if isinstance(self.cpu, int) else argv,
-            cwd=REPO,
+            cwd=SERVER_REPO,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=self.log_file,
