@@ -34,11 +34,14 @@ def wait_until(
 
 async def async_wait_until(
     predicate: Callable[[], object], timeout: float = 5.0, message: str = "", interval: float = POLL_INTERVAL
-) -> None:
-    """Like :func:`wait_until`, yielding to the event loop between checks."""
+) -> float:
+    """Like :func:`wait_until`, yielding to the event loop between checks; the seconds it took
+    (tests that bound how fast something happened assert on it)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + scaled(timeout)
+    started = loop.time()
+    deadline = started + scaled(timeout)
     while not predicate():
         if loop.time() >= deadline:
             raise NeverHappened(message or f"condition not met within {scaled(timeout):g} s")
         await asyncio.sleep(interval)
+    return loop.time() - started

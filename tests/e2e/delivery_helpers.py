@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +16,7 @@ from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
 from tests.e2e.helpers import ServerProcess, call, connect, mint_token, recv_json
 from tests.e2e.redis_server import RedisServer
+from tests.waiting import async_wait_until
 
 
 def room() -> str:
@@ -85,13 +85,7 @@ async def collect(
 
 async def until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> float:
     """Poll ``predicate`` until true; the seconds it took. Fails the test after ``timeout``."""
-    start = time.monotonic()
-    deadline = start + scaled(timeout)
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {scaled(timeout):.1f}s")
-        await asyncio.sleep(step)
-    return time.monotonic() - start
+    return await async_wait_until(predicate, timeout, interval=step)
 
 
 def db_execute(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> None:

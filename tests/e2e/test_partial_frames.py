@@ -13,7 +13,6 @@ import random
 import struct
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
 from tests.e2e.helpers import ServerProcess, call, connect, db_query, obtain_tokens, raw_upgrade, recv_json
 from tests.fault_proxy import FaultProxy
+from tests.waiting import async_wait_until
 
 HEARTBEAT = {"REALTIME_HEARTBEAT_INTERVAL": "1", "REALTIME_HEARTBEAT_TIMEOUT": "1"}
 
@@ -44,14 +44,6 @@ def _open_sessions(e2e_db: E2EDatabase, user_id: int) -> int:
     return int(rows[0][0])
 
 
-async def _until(predicate: Callable[[], bool], timeout: float) -> float:
-    started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < scaled(timeout), "condition not reached in time"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
-
-
 @pytest.mark.parametrize("sent", [0, 1, 40], ids=["header-only", "one-byte", "half-payload"])
 async def test_half_a_frame_then_stall(server_factory, e2e_db: E2EDatabase, sent: int) -> None:
     """Fault tolerance: Partial message -> half a frame and a stall neither crashes nor blocks the
@@ -61,7 +53,7 @@ async def test_half_a_frame_then_stall(server_factory, e2e_db: E2EDatabase, sent
     bob = e2e_db.user_ids["bob"]
     sock = raw_upgrade(srv.port, obtain_tokens(srv, "bob")["access"])
     try:
-        await _until(lambda: _open_sessions(e2e_db, bob) == 1, 5)
+        await async_wait_until(lambda: _open_sessions(e2e_db, bob) == 1, 5)
         frame = _masked_text_frame_prefix(200, sent)
         sock.sendall(frame[: 2 if sent == 0 else len(frame)])
         other = await connect(srv, obtain_tokens(srv, "alice")["access"])
@@ -70,7 +62,7 @@ async def test_half_a_frame_then_stall(server_factory, e2e_db: E2EDatabase, sent
             started = time.monotonic()
             assert (await call(other, {"event": "echo", "id": f"e{i}", "data": {}}))["ref"] == f"e{i}"
             assert time.monotonic() - started < scaled(0.5)
-        freed_after = await _until(lambda: _open_sessions(e2e_db, bob) == 0, 6)
+        freed_after = await async_wait_until(lambda: _open_sessions(e2e_db, bob) == 0, 6)
         assert freed_after < scaled(5)
         sock.settimeout(scaled(5))
         data = b""
@@ -87,10 +79,10 @@ async def test_disconnect_mid_frame_frees_the_session(server: ServerProcess, e2e
     carol_like = e2e_db.user_ids["admin"]
     before = _open_sessions(e2e_db, carol_like)
     sock = raw_upgrade(server.port, obtain_tokens(server, "admin")["access"])
-    await _until(lambda: _open_sessions(e2e_db, carol_like) == before + 1, 5)
+    await async_wait_until(lambda: _open_sessions(e2e_db, carol_like) == before + 1, 5)
     sock.sendall(_masked_text_frame_prefix(300, 100))
     sock.close()
-    await _until(lambda: _open_sessions(e2e_db, carol_like) == before, 5)
+    await async_wait_until(lambda: _open_sessions(e2e_db, carol_like) == before, 5)
     ws = await connect(server, obtain_tokens(server, "alice")["access"])
     await recv_json(ws)
     assert (await call(ws, {"event": "ping", "id": "alive"}))["ref"] == "alive"
