@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -10,6 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -53,13 +55,13 @@ def rss_kb(pid: int) -> int:
     return proc_status_kb(pid)["VmRSS"]
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its live children, from /proc.
+def proc_cpu_by_pid(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of a process and of each of its live children, from /proc.
 
     The children are a ``serve --workers N`` supervisor's workers (the supervisor itself
     is nearly idle); a single ``serve`` has none.
     """
-    total = 0.0
+    out: dict[int, float] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -69,8 +71,17 @@ def proc_cpu_seconds(pid: int) -> float:
         except OSError:
             continue  # exited meanwhile
         if int(entry) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
+            out[int(entry)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    return sum(proc_cpu_by_pid(pid).values())
+
+
+# Other processes whose CPU every CpuMeter reports by name (the Redis server of a
+# ``--workers`` run): a cost of the service that the server's own figure leaves out.
+WATCHED: dict[str, int] = {}
 
 
 def self_cpu_seconds() -> float:
@@ -100,15 +111,19 @@ class CpuMeter:
     server0: float = 0.0
     self0: float = 0.0
     cores0: dict[int, tuple[int, int]] | None = None
+    by_pid0: dict[int, float] | None = None
+    watched0: dict[str, float] | None = None
 
     def start(self) -> CpuMeter:
         self.cores0 = cpu_busy_ticks()
         self.t0 = time.monotonic()
-        self.server0 = proc_cpu_seconds(self.server_pid)
+        self.by_pid0 = proc_cpu_by_pid(self.server_pid)
+        self.server0 = sum(self.by_pid0.values())
+        self.watched0 = {name: proc_cpu_seconds(pid) for name, pid in WATCHED.items()}
         self.self0 = self_cpu_seconds()
         return self
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[str, Any]:
         wall = max(time.monotonic() - self.t0, 1e-9)
         cores1, cores0 = cpu_busy_ticks(), self.cores0 or {}
         busy = {
@@ -116,10 +131,22 @@ class CpuMeter:
             for n, (b0, t0) in cores0.items()
             if n in cores1
         }
+        by_pid1 = proc_cpu_by_pid(self.server_pid)
+        extra: dict[str, Any] = {}
+        if len(by_pid1) > 1:  # a supervisor and its workers: each one's share
+            before = self.by_pid0 or {}
+            extra["server_cpu_pct_by_pid"] = {
+                str(pid): round(100 * (cpu - before.get(pid, 0.0)) / wall, 1) for pid, cpu in by_pid1.items()
+            }
+        for name, pid in WATCHED.items():
+            with contextlib.suppress(OSError):
+                used = proc_cpu_seconds(pid) - (self.watched0 or {}).get(name, 0.0)
+                extra[f"{name}_cpu_pct"] = round(100 * used / wall, 1)
         return {
-            "server_cpu_pct": round(100 * (proc_cpu_seconds(self.server_pid) - self.server0) / wall, 1),
+            "server_cpu_pct": round(100 * (sum(by_pid1.values()) - self.server0) / wall, 1),
             "loadgen_cpu_pct": round(100 * (self_cpu_seconds() - self.self0) / wall, 1),
             **busy,
+            **extra,
         }
 
 
