@@ -43,7 +43,14 @@ from typing import Any
 import orjson
 import uvloop
 
-from loadtests.common import latency_summary, pin_to_cpu, raise_nofile, rss_kb, source_fingerprint
+from loadtests.common import (
+    latency_summary,
+    pin_to_cpu,
+    proc_cpu_seconds,
+    raise_nofile,
+    rss_kb,
+    source_fingerprint,
+)
 from loadtests.context import ECHO, ERROR_PREFIX
 from loadtests.server import (
     LOADGEN_CPU,
@@ -210,6 +217,7 @@ async def one_run(args: argparse.Namespace, server: Server, trace: Path) -> dict
     try:
         await asyncio.sleep(args.before)
         rss_before = rss_kb(server.pid)
+        cpu_before = proc_cpu_seconds(server.pid)
         opener = await asyncio.create_subprocess_exec(
             *(PYTHON, "-m", "loadtests.ramp", "--hold", server.ws_url, "--token", token),
             *("--ramp-conns", str(args.ramp_conns), "--open-concurrency", str(args.open_concurrency)),
@@ -220,6 +228,7 @@ async def one_run(args: argparse.Namespace, server: Server, trace: Path) -> dict
         assert opener.stdout is not None
         async with asyncio.timeout(300):
             ramp = orjson.loads(await opener.stdout.readline())
+        ramp_cpu = proc_cpu_seconds(server.pid) - cpu_before  # the server's CPU while the ramp ran
         await asyncio.sleep(args.after)
         rss_ramped = rss_kb(server.pid)
         end = time.time()
@@ -253,7 +262,14 @@ async def one_run(args: argparse.Namespace, server: Server, trace: Path) -> dict
     stopped = next((r for r in records if r.get("event") == "stopped"), {})
     counts = [r["frozen"] + r["tracked"] for r in records if r.get("event") == "census"]
     return {
-        "ramp": {"opened": ramp["opened"], "failed": ramp["failed"], "seconds": round(t1 - t0, 2)},
+        "ramp": {
+            "opened": ramp["opened"],
+            "failed": ramp["failed"],
+            "seconds": round(t1 - t0, 2),
+            "server_cpu_s": round(ramp_cpu, 2),
+            # Opens per second of the server's CPU (the machine is shared: rates per CPU-second hold better).
+            "opens_per_cpu_s": round(ramp["opened"] / ramp_cpu) if ramp_cpu > 0 else None,
+        },
         "echo": {
             "before": phase(echo.samples, start, t0),
             "ramp": phase(echo.samples, t0, t1),
@@ -312,6 +328,7 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         row["ramp_p99_ms_per_run"] = [r["echo"]["ramp"].get("p99_ms") for r in rows]
         row["worst_window_p99_ms"] = median_of(rows, "echo", "worst_window_p99_ms")
         row["ramp_seconds"] = median_of(rows, "ramp", "seconds")
+        row["ramp_opens_per_cpu_s"] = median_of(rows, "ramp", "opens_per_cpu_s")
         for gen in ("gen0", "gen1", "gen2"):
             row[f"ramp_{gen}"] = {k: median_of(rows, "gc_ramp", gen, k) for k in ("count", "max_ms", "total_ms")}
         row["rss_ramped_kb"] = median_of(rows, "rss_kb", "ramped")

@@ -7,7 +7,9 @@ time and in order: pipelined requests wait, with reading paused, until the respo
 them is complete. A kept-alive connection idle for ``KEEP_ALIVE_TIMEOUT`` seconds is closed.
 The client address and scheme honour ``X-Forwarded-For`` / ``X-Forwarded-Proto`` only from
 a trusted proxy (``realtime/server/proxy.py``). A request with ``Upgrade: websocket`` is
-handed, with whatever followed it, to a ``WebSocketConnection`` on the same transport.
+handed, with whatever followed it, to a ``WebSocketConnection`` on the same transport, when
+one of the server's handshake slots is free (``ServerState.admission``, issue 19); until then
+it waits in line, its request head already read.
 
 Bounded before anything is buffered (issue 13), so a server without a proxy in front cannot
 be made to hold any number of connections, a request head of any size, or one that never ends:
@@ -94,6 +96,8 @@ class HttpConnection(asyncio.Protocol):
         self.refused: http.HTTPStatus | None = None
         self.head_timer: asyncio.TimerHandle | None = None
         self.linger_timer: asyncio.TimerHandle | None = None
+        # What followed an upgrade request waiting for a handshake slot (state.Admission).
+        self.upgrade_rest: bytearray | None = None
 
     # asyncio.Protocol
 
@@ -112,6 +116,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
+        self.upgrade_rest = None  # if it waits for a handshake slot, it is skipped
         self.cancel_timers()
         for cycle in (self.cycle, *self.pipeline):
             if cycle is not None:
@@ -136,6 +141,14 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.refused is not None:
             return  # lingering after a refusal: read and drop
+        rest = self.upgrade_rest
+        if rest is not None:
+            # Waiting for a handshake slot: a client sends nothing before the 101, so this
+            # is at most a little; reading stops rather than buffer more than a head.
+            rest += data
+            if len(rest) > MAX_RAW_HEAD_BYTES and self.flow is not None:
+                self.flow.pause_reading()
+            return
         if self.keep_alive_timer is not None:
             self.keep_alive_timer.cancel()
             self.keep_alive_timer = None
@@ -299,10 +312,29 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
     def hand_over(self, rest: bytes) -> None:
-        """Give the transport to a WebSocket connection, with the request and what followed it."""
+        """Give the transport to a WebSocket connection, with the request and what followed it,
+        once a handshake slot is free (``ServerState.admission``)."""
+        self.cancel_timers()
+        admission = self.state.admission
+        if admission.free():
+            self.hand_over_now(rest)
+        else:
+            self.upgrade_rest = bytearray(rest)
+            admission.wait(self)
+
+    def admitted(self) -> None:
+        """A handshake slot for this waiting upgrade (nothing if the connection is gone)."""
+        rest = self.upgrade_rest
+        if rest is None or self.transport is None or self.transport.is_closing():
+            return
+        self.upgrade_rest = None
+        assert self.flow is not None
+        self.flow.resume_reading()
+        self.hand_over_now(bytes(rest))
+
+    def hand_over_now(self, rest: bytes) -> None:
         transport = self.transport
         assert transport is not None
-        self.cancel_timers()
         self.state.connections.discard(self)
         head = [self.parser.get_method(), b" ", self.url, b" HTTP/1.1\r\n"]
         for name, value in self.headers:
@@ -310,8 +342,13 @@ class HttpConnection(asyncio.Protocol):
         head.append(b"\r\n")
         client, scheme = self.state.settings.trusted_proxies.resolve(self.client, "ws", self.headers, True)
         websocket = WebSocketConnection(self.state, client, self.server, scheme)
+        self.state.admission.hold(websocket)  # until the application answers (or it is lost)
         transport.set_protocol(websocket)
         websocket.connection_made(transport)
+        # The parser's callbacks hold this object, a cycle: broken, the object is freed now by
+        # reference counting, even when a collect-and-freeze tick (gc_policy.py) froze it while
+        # it waited for a slot; frozen, the cycle would stay until the next reclaim.
+        del self.parser
         websocket.data_received(b"".join(head) + rest)
 
     def shutdown(self) -> None:

@@ -103,6 +103,7 @@ def server_settings(max_connections: int | None = None) -> ServerSettings:
         ping_timeout=realtime.heartbeat_timeout,
         ping_rate=realtime.rate_limit,
         trusted_proxies=TrustedProxies(os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")),
+        handshake_slots=realtime.handshake_slots,
     )
 
 

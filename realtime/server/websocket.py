@@ -65,7 +65,7 @@ class WebSocketConnection(WebSocketWire):
     def handle_connect(self, request: Request) -> None:
         response = self.conn.accept(request)
         if response.status_code != 101:
-            self.handshake_complete = True
+            self.handshake_done()
             self.close_sent = True
             self.conn.send_response(response)
             self.write_pending()
@@ -120,7 +120,7 @@ class WebSocketConnection(WebSocketWire):
     def send_500(self) -> None:
         if self.handshake_complete:
             return
-        self.handshake_complete = True
+        self.handshake_done()
         self.close_sent = True
         self.conn.send_response(self.conn.reject(http.HTTPStatus.INTERNAL_SERVER_ERROR, "Internal Server Error"))
         self.write_pending()
@@ -144,7 +144,7 @@ class WebSocketConnection(WebSocketWire):
                 self.accept(message)
             elif kind == "websocket.close":
                 self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
-                self.handshake_complete = True
+                self.handshake_done()
                 self.close_sent = True
                 self.conn.send_response(self.conn.reject(http.HTTPStatus.FORBIDDEN, ""))
                 self.write_pending()
@@ -179,7 +179,7 @@ class WebSocketConnection(WebSocketWire):
             response.headers["Sec-WebSocket-Protocol"] = message["subprotocol"]
         if self.transport.is_closing():
             return
-        self.handshake_complete = True
+        self.handshake_done()
         self.conn.send_response(response)
         self.write_pending()
         self.start_keepalive()

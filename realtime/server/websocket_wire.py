@@ -124,7 +124,7 @@ class WebSocketWire(asyncio.Protocol):
         self.scheme = scheme
         self.conn = ContractServerProtocol(max_size=state.settings.ws_max_size, logger=PROTOCOL_LOGGER)
         self.transport: CoalescingTransport = None  # type: ignore[assignment]
-        self.queue: MessageQueue[Message] = MessageQueue()
+        self.queue: MessageQueue[Message] = MessageQueue(self.loop)
         self.writable = Gate()
         self.write_paused = False  # mirrors ``writable``, read on every direct send
         self.read_paused = False  # the app has a message queued
@@ -155,13 +155,18 @@ class WebSocketWire(asyncio.Protocol):
         self.state.connections.discard(self)
         code = 1005 if self.handshake_complete else 1006
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code})
-        self.handshake_complete = True
+        self.handshake_done()
         self.disconnected = True
         # Wake a send waiting for room: a transport lost while paused never resumes.
         self.writable.set()
         if self.close_timer is not None:
             self.close_timer.cancel()
             self.close_timer = None
+
+    def handshake_done(self) -> None:
+        """The opening handshake is answered (or lost): its admission slot goes to the next."""
+        self.handshake_complete = True
+        self.state.admission.leave(self)
 
     def eof_received(self) -> bool | None:
         self.conn.receive_eof()
@@ -256,6 +261,10 @@ class WebSocketWire(asyncio.Protocol):
         if self.close_sent:
             return  # past ``websocket.close``: read on until the peer's close arrives
         data = frame_data if isinstance(frame_data, bytes) else bytes(frame_data)
+        queue = self.queue
+        # The application already waits for it: it takes the message in this loop iteration,
+        # so pausing reading (and resuming it in ``receive``) would buy nothing.
+        taken = queue.waited_for()
         if self.text:
             try:
                 text = data.decode()
@@ -264,10 +273,10 @@ class WebSocketWire(asyncio.Protocol):
                 self.conn.fail(WsCloseCode.INVALID_DATA, "invalid_utf8")
                 self.failed()
                 return
-            self.queue.put_nowait({"type": "websocket.receive", "text": text})
+            queue.put_nowait({"type": "websocket.receive", "text": text})
         else:
-            self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
-        if not self.read_paused:
+            queue.put_nowait({"type": "websocket.receive", "bytes": data})
+        if not self.read_paused and not taken:
             self.read_paused = True
             self.transport.pause_reading()
 

@@ -84,6 +84,13 @@ class CoalescingTransport:
     def is_closing(self) -> bool:
         return self.transport.is_closing()
 
+    # Called for every message a connection waits on: spelled out, not through ``__getattr__``.
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)
 
@@ -138,13 +145,18 @@ def wire_cache_bytes() -> int:
 
 
 class MessageQueue(Generic[T]):
-    """``asyncio.Queue``'s ``put_nowait``/``get``/``empty`` for one reader, allocating only while non-empty."""
+    """``asyncio.Queue``'s ``put_nowait``/``get``/``empty`` for one reader, allocating only while non-empty.
 
-    __slots__ = ("_items", "_waiter")
+    Given its ``loop``, a wait does not look the running loop up: on Python 3.11 that lookup
+    makes a ``getpid`` system call, once per message received.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_items", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._items: deque[T] | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._loop = loop
 
     def put_nowait(self, item: T) -> None:
         if self._items is None:
@@ -156,7 +168,7 @@ class MessageQueue(Generic[T]):
 
     async def get(self) -> T:
         while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = (self._loop or asyncio.get_running_loop()).create_future()
             try:
                 await self._waiter
             finally:
@@ -168,6 +180,11 @@ class MessageQueue(Generic[T]):
 
     def empty(self) -> bool:
         return not self._items
+
+    def waited_for(self) -> bool:
+        """Whether the reader waits in ``get`` and nothing is queued ahead of the next item."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and not self._items
 
     def qsize(self) -> int:
         return len(self._items) if self._items else 0

@@ -72,6 +72,8 @@ def test_empty_value_means_default(name, raw):
         ("JWT_ACCESS_TTL", "3600", "access_token_ttl", 3600),
         ("JWT_ACCESS_TTL", " 60 ", "access_token_ttl", 60),
         ("REALTIME_SERVER_ID", "node-a", "server_id", "node-a"),
+        ("REALTIME_HANDSHAKE_SLOTS", "8", "handshake_slots", 8),
+        ("REALTIME_HANDSHAKE_SLOTS", "0", "handshake_slots", 0),
     ],
 )
 def test_values_are_read_from_env(name, raw, attr, value):

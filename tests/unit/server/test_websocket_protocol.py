@@ -184,3 +184,54 @@ async def test_shutdown_closes_1012_service_restart() -> None:
     await settle()
     assert close_frame(transport.written) == (1012, "service_restart")
     assert app.received[-1] == {"type": "websocket.disconnect", "code": 1012, "reason": "service_restart"}
+
+
+class BusyApp(App):
+    """Accepts, then takes one message at a time only when ``gate`` is set (a slow application)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope = scope
+        self.received.append(await receive())
+        await send({"type": "websocket.accept"})
+        while True:
+            await self.gate.wait()
+            self.gate.clear()
+            message = await receive()
+            self.received.append(message)
+            if message["type"] == "websocket.disconnect":
+                return
+
+
+async def test_a_message_the_app_waits_for_does_not_pause_reading() -> None:
+    """Issue 19: with the application already waiting in ``receive``, a message goes straight to
+    it and reading is not paused and resumed for it (two transport calls per message saved)."""
+    app = App()
+    protocol, transport = await opened(app)
+    protocol.data_received(masked(Opcode.TEXT, b"one"))
+    assert transport.reading
+    await settle()
+    assert app.received[-1] == {"type": "websocket.receive", "text": "one"}
+    assert transport.reading
+
+
+async def test_reading_pauses_while_a_message_waits_for_a_busy_app() -> None:
+    """Backpressure: a message the application is not waiting for pauses reading until it is taken."""
+    app = BusyApp()
+    protocol, transport = await opened(app)
+    app.gate.set()
+    await settle()  # the app waits in receive
+    protocol.data_received(masked(Opcode.TEXT, b"one"))  # taken by the waiting app: still reading
+    await settle()
+    assert transport.reading
+    protocol.data_received(masked(Opcode.TEXT, b"two"))  # the app is busy (gate closed)
+    assert not transport.reading
+    await settle()
+    assert not transport.reading
+    app.gate.set()
+    await settle()
+    assert app.received[-1] == {"type": "websocket.receive", "text": "two"}
+    assert transport.reading
