@@ -11,7 +11,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from accounts.keys import jwt_keys_from_env, secret_key_from_env
-from realtime.conf import RealtimeSettings
+from realtime.conf import RealtimeSettings, SettingsError, redis_urls
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -139,31 +139,47 @@ DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env.str("REDIS_URL", default="")
+# One Redis URL, or a comma-separated list of them: one bus shard each, streams spread over
+# them by a stable hash of their name (realtime/streams/bus_shards.py; docs/operations.md,
+# "Several Redis servers"). REDIS_URL is the first: the cache, the control group and the
+# presence store live there, and with one URL everything is as it always was.
+try:
+    REDIS_URLS = redis_urls(env.str("REDIS_URL", default=""))
+except SettingsError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+REDIS_URL = REDIS_URLS[0] if REDIS_URLS else ""
 # Which channels-redis layer carries the bus (docs/decisions.md): "core" (lists, one
 # message per process group member) or "pubsub" (Redis PUBLISH/SUBSCRIBE).
 REDIS_LAYER = env.str("REALTIME_REDIS_LAYER", default="core")
 if REDIS_LAYER not in ("core", "pubsub"):
     raise ImproperlyConfigured(f"REALTIME_REDIS_LAYER={REDIS_LAYER!r}: expected core or pubsub")
+
+
+def _redis_layer(url: str) -> dict[str, object]:
+    return {
+        "BACKEND": {
+            "core": "channels_redis.core.RedisChannelLayer",
+            "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        }[REDIS_LAYER],
+        # redis-py's default 5 s socket timeout equals channels-redis's blocking-pop
+        # timeout, so an idle connection timed out every 5 s and looked like a broker
+        # outage (system.degraded / system.recovered). Broker health is judged by the
+        # bus's own short ping (realtime/streams/bus.py), not by this socket.
+        # group_expiry: the layer drops a group member this long after it joined; the bus
+        # re-joins its groups every quarter of it (realtime/streams/bus.py), so memberships last as
+        # long as the process while a crashed process's channel still leaves its groups.
+        "CONFIG": {
+            "hosts": [{"address": url, "socket_timeout": 15, "socket_keepalive": True}],
+            **({"group_expiry": REALTIME.group_expiry} if REDIS_LAYER == "core" else {}),
+        },
+    }
+
+
 if REDIS_URL:
+    # "default" is the first URL's; shard i > 0 is "realtime.shard<i>" (bus_shards.layer_alias).
     CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": {
-                "core": "channels_redis.core.RedisChannelLayer",
-                "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            }[REDIS_LAYER],
-            # redis-py's default 5 s socket timeout equals channels-redis's blocking-pop
-            # timeout, so an idle connection timed out every 5 s and looked like a broker
-            # outage (system.degraded / system.recovered). Broker health is judged by the
-            # bus's own short ping (realtime/streams/bus.py), not by this socket.
-            # group_expiry: the layer drops a group member this long after it joined; the bus
-            # re-joins its groups every quarter of it (realtime/streams/bus.py), so memberships last as
-            # long as the process while a crashed process's channel still leaves its groups.
-            "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_keepalive": True}],
-                **({"group_expiry": REALTIME.group_expiry} if REDIS_LAYER == "core" else {}),
-            },
-        }
+        ("default" if index == 0 else f"realtime.shard{index}"): _redis_layer(url)
+        for index, url in enumerate(REDIS_URLS)
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -137,6 +137,8 @@ class RealtimeSettings:
     # Issue 19: the server's garbage-collector policy (realtime/server/gc_policy.py).
     gc_freeze: bool = True
     gc_trace: str = ""  # a file for one JSON line per collection; empty: no collector callback
+    # Issue 19: WebSocket handshakes in the application at a time per process (0: no limit).
+    handshake_slots: int = 32
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RealtimeSettings:
@@ -173,6 +175,7 @@ class RealtimeSettings:
             server_api_rate=_rate(env, "REALTIME_SERVER_API_RATE", "6000/min"),
             gc_freeze=_switch(env, "REALTIME_GC_FREEZE", True),
             gc_trace=env.get("REALTIME_GC_TRACE", "").strip(),
+            handshake_slots=_integer(env, "REALTIME_HANDSHAKE_SLOTS", 32, minimum=0),
         )
 
     def origin_allowed(self, origin: str) -> bool:
@@ -200,3 +203,60 @@ def server_id() -> str:
     import socket
 
     return realtime_settings().server_id or _server_id or socket.gethostname()
+
+
+# A comma starts another URL only when a scheme follows it: a single URL whose password holds
+# a raw comma is still one URL, read exactly as before the list existed.
+_NEXT_URL = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for error messages (they reach logs and terminals)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    except ValueError:
+        return "<unparseable>"
+
+
+def redis_urls(raw: str) -> tuple[str, ...]:
+    """``REDIS_URL``: empty (no broker), one URL (taken as it is, as it always was) or a
+    comma-separated list of ``redis://`` / ``rediss://`` / ``unix://`` URLs, one per bus shard
+    (docs/operations.md, "Several Redis servers"). A list that cannot be right fails here,
+    at start, naming the entry."""
+    from urllib.parse import urlsplit
+
+    if not raw.strip():
+        return ()
+    parts = _NEXT_URL.split(raw)
+    if len(parts) == 1:
+        return (raw,)
+    urls: list[str] = []
+    for index, part in enumerate(parts, 1):
+        url = part.strip()
+        shown = _redacted(url)
+        try:
+            parsed = urlsplit(url)
+            port = parsed.port
+        except ValueError as exc:
+            raise SettingsError(f"REDIS_URL entry {index} ({shown}): {exc}") from None
+        if parsed.scheme not in _REDIS_SCHEMES:
+            raise SettingsError(f"REDIS_URL entry {index} ({shown}): expected a redis://, rediss:// or unix:// URL")
+        if parsed.scheme != "unix" and not parsed.hostname:
+            raise SettingsError(f"REDIS_URL entry {index} ({shown}): no host")
+        if parsed.scheme == "unix" and not parsed.path:
+            raise SettingsError(f"REDIS_URL entry {index} ({shown}): no socket path")
+        if "," in url or port == 0:
+            # In a list every comma must start a URL: an empty entry, or a raw comma in a
+            # password (percent-encode it as %2C there).
+            raise SettingsError(f"REDIS_URL entry {index} ({shown}): a comma that starts no URL, or no port")
+        if url in urls:
+            raise SettingsError(f"REDIS_URL entry {index} ({shown}) is listed twice")
+        urls.append(url)
+    return tuple(urls)

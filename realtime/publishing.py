@@ -10,8 +10,9 @@
 - Fan-out: in a server process, from a thread the server runs sync code in (a view under the
   ASGI server), through the process's hub; anywhere else (a WSGI worker, a Celery task,
   ``manage.py shell``) one ``fanout.event`` message to the stream's group on the channel layer
-  when a broker is configured; without one, every server's head tracking reads it from the log
-  within about a second. A broker failure is logged and never reaches the caller: the event is
+  of the stream's Redis (its shard, when ``REDIS_URL`` lists several) when a broker is
+  configured; without one, every server's head tracking reads it from the log within about
+  a second. A broker failure is logged and never reaches the caller: the event is
   committed and head tracking delivers it.
 - ``id`` makes a retry safe: a second publish with the same id to the same stream returns the
   first one's offset and stores nothing. Server-side publishes have no sender, and NULL senders
@@ -48,6 +49,7 @@ from realtime.protocol.errors import NotFound, ValidationFailed
 from realtime.protocol.json_safety import dotted, json_problem
 from realtime.protocol.streams import StreamName
 from realtime.streams.bus import BROKER_ERRORS
+from realtime.streams.bus_shards import layer_alias, shard_of_stream
 from realtime.streams.event_log import Appended, CommittedEvent, EventLog
 
 __all__ = ["PublishRefused", "aposition", "apublish", "position", "positions", "publish"]
@@ -241,7 +243,9 @@ def _fan_out(event: CommittedEvent) -> None:
 
             publish_from_sync(event)
             return
-        layer = get_channel_layer()
+        # The stream's shard (realtime/streams/bus_shards.py): the Redis its servers listen on.
+        shards = len(getattr(settings, "REDIS_URLS", ())) or 1
+        layer = get_channel_layer(layer_alias(shard_of_stream(event.stream, shards)))
         if layer is None or isinstance(layer, InMemoryChannelLayer):
             return  # one process, or none reachable: the servers' head tracking reads the log
         async_to_sync(_bus_send)(layer, event)

@@ -31,8 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
+from channels.layers import get_channel_layer
 from django.db import Error as DatabaseError
 
 from realtime.conf import realtime_settings
@@ -41,7 +40,7 @@ from realtime.ops import metrics
 from realtime.ops.account_watch import AccountWatch
 from realtime.protocol.envelope import render_push
 from realtime.protocol.streams import StreamName
-from realtime.streams.bus import Bus, broker_ping
+from realtime.streams.bus_shards import hub_bus
 from realtime.streams.event_log import CommittedEvent, StreamInfo
 from realtime.streams.head_tracker import HeadTracker
 from realtime.streams.hub_state import (
@@ -81,20 +80,10 @@ class Hub:
         # A replay page's bytes: the reply budget, and never more than half the send queue.
         self.page_bytes = max(1, min(settings.max_reply_bytes, settings.send_queue_bytes // 2))
         explicit = layer is not None
-        layer = layer if explicit else get_channel_layer()
-        expiry = getattr(layer, "group_expiry", None)  # the core Redis layer's; pub/sub has none
+        self._down: set[int] = set()  # the shards whose broker is lost
         # In-memory layer: one process, nothing to send to; local delivery is everything.
-        self._bus = (
-            None
-            if layer is None or isinstance(layer, InMemoryChannelLayer)
-            else Bus(
-                layer,
-                self._on_bus_message,
-                self._on_bus_health,
-                ping=ping if explicit else broker_ping,
-                layer_factory=None if explicit else lambda: channel_layers.make_backend(DEFAULT_CHANNEL_LAYER),
-                refresh_interval=expiry / 4 if isinstance(expiry, int | float) and expiry > 0 else None,
-            )
+        self._bus = hub_bus(
+            layer if explicit else get_channel_layer(), explicit, ping, self._on_bus_message, self._on_shard_health
         )
         self._tracker: asyncio.Task[None] | None = None
         bus = self._bus
@@ -339,18 +328,34 @@ class Hub:
         elif str(message.get("type")).startswith("presence."):
             self.presence.on_bus(message)
 
-    def _on_bus_health(self, healthy: bool) -> None:
-        """Tell every session; while the broker is away the head tracker reads the log at once."""
-        metrics.BROKER_UP.set(1 if healthy else 0)
-        self.presence.on_broker(healthy)
+    def _on_shard_health(self, shard: int, healthy: bool) -> None:
+        """Tell the sessions following the shard's streams (all, with one Redis); presence, the
+        metric and the head tracker's urgency follow any shard down (docs/operations.md)."""
+        before = bool(self._down)
         if healthy:
-            self._spawn(self._recovered())
+            self._down.discard(shard)
         else:
-            self.broadcast_local({"type": "push", "frame": render_push("system.degraded", {"broker": "unavailable"})})
+            self._down.add(shard)
+        if before != bool(self._down):
+            metrics.BROKER_UP.set(0 if self._down else 1)
+            self.presence.on_broker(not self._down)
+        if healthy:
+            self._spawn(self._recovered(shard))
+        else:
+            self._tell_shard(shard, render_push("system.degraded", {"broker": "unavailable"}))
 
-    async def _recovered(self) -> None:
+    async def _recovered(self, shard: int) -> None:
         await self.catch_up()
-        self.broadcast_local({"type": "push", "frame": render_push("system.recovered", {"broker": "ok"})})
+        self._tell_shard(shard, render_push("system.recovered", {"broker": "ok"}))
+
+    def _tell_shard(self, shard: int, frame: str) -> None:
+        message = {"type": "push", "frame": frame}
+        assert self._bus is not None
+        if self._bus.count == 1:
+            self.broadcast_local(message)
+            return
+        for conn in self._bus.subscribers_of(shard, self.streams):
+            conn.control(message)
 
     async def catch_up(self) -> None:
         """Deliver whatever the log holds past each followed stream's head (after a broker outage)."""
