@@ -10,7 +10,7 @@ import itertools
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from loadtests.fastclient import FastClient
@@ -38,6 +38,10 @@ class Context:
     args: argparse.Namespace
     tracemalloc_dir: str | None = None
     snapshots: int = 0
+    # Cross-server fan-out (loadtests/cross_server.py): publishers connect here, not to ``url``,
+    # and the CPU of these other processes (server A, Redis) is reported as NAME_cpu_pct.
+    publish_url: str | None = None
+    other_pids: dict[str, int] = field(default_factory=dict)
 
     async def snapshot(self) -> int | None:
         """Ask a ``--tracemalloc`` server for a snapshot and wait (bounded) until it is written."""

@@ -1,154 +1,157 @@
-"""Cross-server fan-out through the Redis bus: deliveries/s and publish-to-delivery latency.
+"""Cross-server fan-out through the Redis bus, with the ``bench fanout`` load generator.
 
-    python -m loadtests.cross_server --layer core --messages 2000
-    python -m loadtests.cross_server --layer pubsub --messages 2000
+    python -m loadtests.cross_server --layer core   --runs 3 --subscribers 1000 --publishers 4 --window 4
+    python -m loadtests.cross_server --layer pubsub --runs 3 --subscribers 1000 --publishers 4 --rate 100
 
-Starts a throwaway redis-server, a SQLite database and two `manage.py serve` processes
-(A and B) sharing them; S subscribers on B follow one room while one publisher on A
-publishes pipelined messages whose text carries the send time. Prints one JSON line.
-Loopback only; every loop is bounded.
+Each run starts a throwaway redis-server and two ``manage.py serve`` processes sharing it and
+one SQLite database: server B (pinned to core 0, as the single server of ``bench fanout``)
+holds the S picows subscribers of one room; server A (pinned to core 1, with Redis and this
+load generator) takes the P publishers. The measurement is ``loadtests.streams.run_fanout``
+itself, so deliveries/s, per B-CPU-second and publish-to-delivery latency compare directly
+with the single-server figures; A's and Redis's CPU are reported as ``a_cpu_pct`` and
+``redis_cpu_pct``. One JSON line per run, ``"target": "cross-LAYER"`` (``--label`` appends a
+tag, e.g. the server checkout under ``BENCH_SERVER_REPO``). Loopback only; every loop is bounded.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
+import uvloop
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from loadtests import streams
+from loadtests.common import pin_to_cpu, raise_nofile, source_fingerprint
+from loadtests.context import BenchError, Context
+from loadtests.server import (
+    LOADGEN_CPU,
+    SERVER_CPU,
+    SERVER_REPO,
+    Database,
+    Server,
+    obtain_token,
+    prepare_database,
+    server_env,
+)
+from tests.e2e.redis_server import RedisServer, free_port
 
-from loadtests.server import PYTHON, Server, migrate  # noqa: E402
-from tests.e2e.helpers import PASSWORD, base_env, obtain_tokens  # noqa: E402
-from tests.e2e.redis_server import RedisServer, free_port  # noqa: E402
-
-
-def _prepare(database_url: str) -> None:
-    env = base_env(database_url)
-    migrate(env)
-    code = f"from accounts.models import User; User.objects.create_user('bench', password={PASSWORD!r})"
-    subprocess.run([PYTHON, "manage.py", "shell", "-c", code], cwd=REPO, env=env, check=True, capture_output=True)
-
-
-async def _subscriber(ws: ClientConnection, stream: str, count: int, latencies: list[float]) -> int:
-    await ws.send(orjson.dumps({"event": "stream.subscribe", "data": {"stream": stream}}).decode())
-    got = 0
-    async with asyncio.timeout(120):
-        while got < count:
-            frame = orjson.loads(await ws.recv())
-            if frame.get("event") == "message.new":
-                latencies.append(time.time() - float(frame["data"]["text"]))
-                got += 1
-    return got
+PARAMS = ("layer", "subscribers", "publishers", "rate", "window", "messages", "warmup", "duration")
 
 
-def _frame(stream: str) -> str:
-    return orjson.dumps({"event": "message.send", "data": {"stream": stream, "text": repr(time.time())}}).decode()
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layer", choices=("core", "pubsub"), default="core", help="REALTIME_REDIS_LAYER")
+    p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--label", default="", help="appended to the target, to tell checkouts apart")
+    p.add_argument("--subscribers", type=int, default=1000)
+    p.add_argument("--publishers", type=int, default=4)
+    p.add_argument("--window", type=int, default=4, help="publishes in flight per publisher (closed loop)")
+    p.add_argument("--rate", type=float, default=0.0, help="publishes/s in total (0: closed loop)")
+    p.add_argument("--messages", type=int, default=1_000_000)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--open-concurrency", type=int, default=200)
+    p.add_argument("--send-queue", type=int, default=100_000)
+    p.add_argument("--send-queue-bytes", type=int, default=256 * 1024 * 1024)
+    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--keep-logs", metavar="DIR", help="keep the servers' logs in DIR")
+    p.add_argument("--pause-before", type=float, default=0.0, help="seconds to wait after startup (to attach py-spy)")
+    return p.parse_args(argv)
 
 
-async def _pipelined(pub: ClientConnection, stream: str, count: int, window: int) -> None:
-    sent = acked = 0
-    while acked < count:
-        while sent < count and sent - acked < window:
-            await pub.send(_frame(stream))
-            sent += 1
-        if orjson.loads(await pub.recv()).get("event") == "ack":
-            acked += 1
-
-
-async def _paced(pub: ClientConnection, stream: str, count: int, rate: float) -> None:
-    """Open loop: one publish every 1/rate s, acks read concurrently (latency without queueing)."""
-
-    async def read_acks() -> None:
-        acked = 0
-        while acked < count:
-            if orjson.loads(await pub.recv()).get("event") == "ack":
-                acked += 1
-
-    reader = asyncio.ensure_future(read_acks())
-    start = time.perf_counter()
-    for n in range(count):
-        delay = start + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await pub.send(_frame(stream))
-    await asyncio.wait_for(reader, 60)
-
-
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="xserver-"))
-    redis = RedisServer(port=free_port(), workdir=workdir).start()
-    database_url = f"sqlite:///{workdir / 'db.sqlite3'}"
-    _prepare(database_url)
-    settings = {
+def _env(args: argparse.Namespace, database: Database, redis: RedisServer) -> dict[str, str]:
+    overrides = {
         "REDIS_URL": redis.url,
-        "REALTIME_RATE_LIMIT": "0",
         "REALTIME_REDIS_LAYER": args.layer,
-        "REALTIME_SEND_QUEUE": "100000",
-        "REALTIME_SEND_QUEUE_BYTES": "1000000000",
-        "REALTIME_MAX_CONNECTIONS_PER_USER": "1000000",  # every subscriber is the one benchmark user
+        "REALTIME_SEND_QUEUE": str(args.send_queue),
+        "REALTIME_SEND_QUEUE_BYTES": str(args.send_queue_bytes),
     }
-    servers = [
-        Server(env=base_env(database_url, **settings), log_path=workdir / f"{n}.log").start() for n in ("a", "b")
-    ]
+    for item in args.server_env:
+        key, _, value = item.partition("=")
+        overrides[key] = value
+    return server_env(database.url, overrides)
+
+
+async def one_run(args: argparse.Namespace, database: Database, log_dir: Path, run: int) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"redis-{run}-", dir=log_dir))
+    redis = RedisServer(port=free_port(), workdir=workdir).start()
+    assert redis.proc is not None
+    os.sched_setaffinity(redis.proc.pid, {LOADGEN_CPU})
+    env = _env(args, database, redis)
+    b = Server(env, log_dir / f"b{run}.log", cpu=SERVER_CPU)
+    a = Server(env, log_dir / f"a{run}.log", cpu=LOADGEN_CPU)
+    record: dict[str, Any] = {
+        "mode": "fanout",
+        "target": f"cross-{args.layer}" + (f"-{args.label}" if args.label else ""),
+        "run": run,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "params": {key: getattr(args, key) for key in PARAMS},
+    }
     try:
-        token = obtain_tokens(servers[0], "bench")["access"]
-        stream = "room:xbench"
-        subs = [await connect(f"{servers[1].ws_url}?token={token}", max_size=None) for _ in range(args.subscribers)]
-        for ws in subs:
-            await ws.recv()
-        latencies: list[float] = []
-        tasks = [asyncio.ensure_future(_subscriber(ws, stream, args.messages, latencies)) for ws in subs]
-        await asyncio.sleep(0.5)  # subscriptions acked
-        pub = await connect(f"{servers[0].ws_url}?token={token}")
-        await pub.recv()
-        started = time.perf_counter()
-        if args.rate:
-            await _paced(pub, stream, args.messages, args.rate)
-        else:
-            await _pipelined(pub, stream, args.messages, window=100)
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - started
-        latencies.sort()
-        for ws in [*subs, pub]:
-            await ws.close()
-        return {
-            "mode": "cross-server",
-            "layer": args.layer,
-            "messages": args.messages,
-            "subscribers_on_other_server": args.subscribers,
-            "publish_rate": args.rate or "pipelined (window 100)",
-            "deliveries_per_s": round(args.messages * args.subscribers / elapsed),
-            "latency_ms_p50": round(statistics.median(latencies) * 1000, 2),
-            "latency_ms_p99": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
-            "date": time.strftime("%Y-%m-%d"),
-            "cores": os.cpu_count(),
+        await asyncio.to_thread(b.start)
+        await asyncio.to_thread(a.start)
+        print(f"# run {run}: B pid {b.pid}, A pid {a.pid}, redis pid {redis.proc.pid}", file=sys.stderr, flush=True)
+        if args.pause_before:
+            await asyncio.sleep(args.pause_before)
+        token = await asyncio.to_thread(obtain_token, b)
+        ctx = Context(
+            b.ws_url,
+            token,
+            "realtime",
+            b.pid,
+            args,
+            publish_url=a.ws_url,
+            other_pids={"a": a.pid, "redis": redis.proc.pid},
+        )
+        t0 = time.monotonic()
+        try:
+            record["results"] = await streams.run_fanout(ctx)
+            record["ok"] = True
+        except (BenchError, OSError, TimeoutError, ConnectionError) as exc:
+            record["ok"], record["error"] = False, f"{type(exc).__name__}: {exc}"[:1000]
+        record["wall_seconds"] = round(time.monotonic() - t0, 2)
+        record["server"] = {
+            "b_pid": b.pid,
+            "a_pid": a.pid,
+            "env": {k: v for k, v in env.items() if k.startswith("REALTIME_")},
         }
     finally:
-        for server in servers:
-            server.stop()
+        for server in (a, b):
+            await asyncio.to_thread(server.stop)
         redis.kill()
+    return record
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layer", choices=("core", "pubsub"), default="core")
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--subscribers", type=int, default=10)
-    parser.add_argument("--rate", type=float, default=0.0, help="paced publishes per second (0: pipelined)")
-    print(json.dumps(asyncio.run(run(parser.parse_args()))))
+async def main(args: argparse.Namespace) -> int:
+    machine: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "loadgen_cpu": pin_to_cpu(LOADGEN_CPU),
+        "nofile": raise_nofile(),
+        "server_source": source_fingerprint(SERVER_REPO),
+    }
+    log_dir = Path(args.keep_logs or tempfile.mkdtemp(prefix="realtime-xserver-"))
+    await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
+    database = await asyncio.to_thread(prepare_database, None)
+    failures = 0
+    try:
+        for run in range(1, args.runs + 1):
+            record = await one_run(args, database, log_dir, run)
+            record["machine"] = {**machine, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+            failures += not record.get("ok")
+            sys.stdout.write(orjson.dumps(record).decode() + "\n")
+            sys.stdout.flush()
+    finally:
+        database.cleanup()
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(uvloop.run(main(parse_args())))

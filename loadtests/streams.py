@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from loadtests.common import CpuMeter, latency_summary, per_cpu
+from loadtests.common import CpuMeter, latency_summary, per_cpu, proc_cpu_seconds
 from loadtests.context import ERROR_PREFIX, BenchError, Context, subscribe_to
 from loadtests.fastclient import FastClient, open_fast_client
 from loadtests.wsclient import WsClient, close_all, open_client
@@ -65,7 +65,7 @@ async def run_fanout(ctx: Context) -> dict[str, Any]:
     # Subscribers parse with picows: the Python parser would cap the generator below the target.
     subs = await ctx.open(a.subscribers, setup=subscribe_to(lambda _: stream), opener=open_fast_client)
     open_s = time.monotonic() - t0
-    publishers = [await open_client(ctx.url, ctx.token, welcome=True) for _ in range(a.publishers)]
+    publishers = [await open_client(ctx.publish_url or ctx.url, ctx.token, welcome=True) for _ in range(a.publishers)]
     turn = itertools.cycle(publishers)
     latencies: list[float] = []
     state = {"deliveries": 0, "acks": 0, "errors": 0, "sent": 0, "measuring": 0, "sending": 1}
@@ -127,12 +127,14 @@ async def run_fanout(ctx: Context) -> dict[str, Any]:
         start = time.monotonic()
         measure_at, end = start + a.warmup, start + a.warmup + a.duration
         meter: CpuMeter | None = None
+        others: dict[str, float] = {}
         measuring = False
         d0, t_measure = 0, start
         while time.monotonic() < end and state["sent"] < a.messages:
             if not measuring and time.monotonic() >= measure_at:
                 measuring, state["measuring"] = True, 1
                 meter = CpuMeter(ctx.pid).start() if ctx.pid else None
+                others = {name: proc_cpu_seconds(pid) for name, pid in ctx.other_pids.items()}
                 d0, t_measure, window_start[0] = state["deliveries"], time.monotonic(), time.time()
             if a.rate:
                 due = min(a.messages, int((time.monotonic() - start) * a.rate) + 1)
@@ -144,6 +146,8 @@ async def run_fanout(ctx: Context) -> dict[str, Any]:
         d1, t1 = state["deliveries"], time.monotonic()
         state["measuring"] = 0
         cpu = meter.stop() if meter else {}
+        for name, pid in ctx.other_pids.items():
+            cpu[f"{name}_cpu_pct"] = round(100 * (proc_cpu_seconds(pid) - others[name]) / (t1 - t_measure), 1)
         state["sending"] = 0
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(30.0):

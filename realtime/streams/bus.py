@@ -13,6 +13,16 @@ that (a crashed process's channel still leaves its groups by itself). Joins and 
 one group are serialized, so a re-subscribe's join never loses to the earlier leave.
 Broker errors (:data:`BROKER_ERRORS`) mark the bus unhealthy; anything else is a bug,
 logged with its traceback.
+
+Sends are batched (issue 19): one sender task takes everything queued since its last round
+trip (at least one loop iteration's worth) and sends one broker message per group, a
+``bus.batch`` whose ``messages`` the receiving bus hands to its handler one by one, in order;
+a message alone in its group travels as itself (as ``realtime/publishing.py`` sends from
+outside the server). The broker then carries one message per group per loop iteration
+instead of one per event, and the receiver gets a burst in one iteration, so its writes to a
+subscriber coalesce. A batch holds at most :data:`MAX_BATCH_MESSAGES` messages and about
+:data:`MAX_BATCH_BYTES` bytes: the core layer's channel capacity counts broker messages, and
+Redis closes a pub/sub subscriber whose output buffer outgrows its limit.
 """
 
 from __future__ import annotations
@@ -40,6 +50,11 @@ PROBE_TIMEOUT = 2.0
 HEALTH_INTERVAL = 1.0
 
 Ping = Callable[[], Awaitable[Any]]
+
+BATCH_TYPE = "bus.batch"
+MAX_BATCH_MESSAGES = 256
+# An estimate (characters of the strings, see _weight), far below Redis's pub/sub output buffer limits.
+MAX_BATCH_BYTES = 256 * 1024
 
 # What a broker that is down, slow or full raises; everything else is a bug in our code.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError, ChannelFull)
@@ -157,27 +172,37 @@ class Bus:
     def send(self, group: str, message: dict[str, Any]) -> None:
         """Queue a message for the group; one sender task keeps this process's messages in order
         (concurrent sends would reach other processes out of offset order and make them fill
-        gaps from the log for nothing)."""
+        gaps from the log for nothing) and batches what was queued meanwhile."""
         if not self.healthy:
             return
         self._outgoing.append((group, message))
         if self._sender is None:
+            # The task starts on the next iteration: every send of this one is in its first batch.
             self._sender = asyncio.ensure_future(self._send_all())
 
     async def _send_all(self) -> None:
         try:
             while self._outgoing and self.healthy:
-                group, message = self._outgoing.popleft()
-                try:
-                    await self.layer.group_send(group, message)
-                except BROKER_ERRORS:
-                    self._outgoing.clear()  # committed events: other processes read them from the log
-                    self._fail("group_send")
-                except Exception:
-                    # Not the broker: this one message is dropped (its event is in the log), the rest go.
-                    logger.exception("unexpected error sending on the bus", extra={"group": group})
+                for group, batch in _batches(self._outgoing):
+                    if not self.healthy:
+                        break
+                    await self._send_batch(group, batch)
         finally:
             self._sender = None
+
+    async def _send_batch(self, group: str, batch: list[dict[str, Any]]) -> None:
+        try:
+            await self.layer.group_send(group, batch[0] if len(batch) == 1 else {"type": BATCH_TYPE, "messages": batch})
+        except BROKER_ERRORS:
+            self._outgoing.clear()  # committed events: other processes read them from the log
+            self._fail("group_send")
+        except Exception:
+            # Not the broker: the bad message is dropped (its event is in the log), the rest go.
+            logger.exception("unexpected error sending on the bus", extra={"group": group, "messages": len(batch)})
+            if len(batch) > 1:
+                for message in batch:
+                    if self.healthy:
+                        await self._send_batch(group, [message])
 
     async def flush(self, within: float) -> bool:
         """Wait (at most ``within`` s) until every queued message is handed to the broker: at
@@ -197,10 +222,11 @@ class Bus:
         try:
             while True:
                 message = await self.layer.receive(self.channel)
-                try:
-                    self._on_message(message)
-                except Exception:
-                    logger.exception("bus message handler failed", extra={"type": message.get("type")})
+                if message.get("type") == BATCH_TYPE:
+                    for item in message["messages"]:
+                        self._hand_over(item)
+                else:
+                    self._hand_over(message)
         except asyncio.CancelledError:
             raise
         except BROKER_ERRORS:
@@ -210,6 +236,12 @@ class Bus:
             logger.exception("unexpected error reading the bus")
             self._reader = None
             self._fail("receive")
+
+    def _hand_over(self, message: dict[str, Any]) -> None:
+        try:
+            self._on_message(message)
+        except Exception:
+            logger.exception("bus message handler failed", extra={"type": message.get("type")})
 
     async def _watch(self) -> None:
         assert self._ping is not None
@@ -298,6 +330,36 @@ class Bus:
         for task in [self._reader, self._sender, self._recovery, self._watchdog, self._refresher, *self._tasks]:
             if task is not None:
                 task.cancel()
+
+
+def _batches(queue: deque[tuple[str, dict[str, Any]]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Empty ``queue`` into batches, one per group (more when a group's outgrows the bounds):
+    each group's messages keep their order, and a group's batches are listed in order."""
+    out: list[tuple[str, list[dict[str, Any]]]] = []
+    open_batches: dict[str, tuple[list[dict[str, Any]], list[int]]] = {}
+    while queue:
+        group, message = queue.popleft()
+        weight = _weight(message)
+        current = open_batches.get(group)
+        if current is None or len(current[0]) >= MAX_BATCH_MESSAGES or current[1][0] + weight > MAX_BATCH_BYTES:
+            batch = [message]
+            open_batches[group] = (batch, [weight])
+            out.append((group, batch))
+        else:
+            current[0].append(message)
+            current[1][0] += weight
+    return out
+
+
+def _weight(value: Any) -> int:
+    """About how many bytes ``value`` takes serialized (characters of strings; cheap, not exact)."""
+    if isinstance(value, str | bytes):
+        return len(value) + 5
+    if isinstance(value, dict):
+        return 5 + sum(_weight(key) + _weight(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return 5 + sum(_weight(item) for item in value)
+    return 9
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
