@@ -148,9 +148,10 @@ try:
 except SettingsError as exc:
     raise ImproperlyConfigured(str(exc)) from None
 REDIS_URL = REDIS_URLS[0] if REDIS_URLS else ""
-# Which channels-redis layer carries the bus (docs/decisions.md): "core" (lists, one
-# message per process group member) or "pubsub" (Redis PUBLISH/SUBSCRIBE).
-REDIS_LAYER = env.str("REALTIME_REDIS_LAYER", default="core")
+# Which channels-redis layer carries the bus (docs/decisions.md): "pubsub" (Redis
+# PUBLISH/SUBSCRIBE; the default: it keeps up with a large fan-out, measured) or "core"
+# (lists, one message per process group member).
+REDIS_LAYER = env.str("REALTIME_REDIS_LAYER", default="pubsub")
 if REDIS_LAYER not in ("core", "pubsub"):
     raise ImproperlyConfigured(f"REALTIME_REDIS_LAYER={REDIS_LAYER!r}: expected core or pubsub")
 
