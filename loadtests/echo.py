@@ -65,6 +65,20 @@ async def pipelined(
     await asyncio.sleep(duration)
     r1, t1 = c.received, time.monotonic()
     cpu = meter.stop() if meter else {}
+    return await window_result(c, clients, (r0, t0, r1, t1), cpu)
+
+
+async def window_result(
+    c: Counters,
+    clients: list[WsClient],
+    window: tuple[int, float, int, float],
+    cpu: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """Stop sending, drain what is in flight, detach the clients; the measured window's
+    figures (``window``: replies and time at its start and end), ``extra`` before the counts
+    of what went wrong."""
+    r0, t0, r1, t1 = window
     c.sending = False
     missing = await drain(c, 10.0)
     for client in clients:
@@ -76,6 +90,7 @@ async def pipelined(
         "msgs_per_server_cpu_s": per_cpu(rate, cpu),
         "replies": r1 - r0,
         "seconds": round(t1 - t0, 3),
+        **extra,
         "error_replies": c.errors,
         "unanswered": missing,
         "closed_connections": closed,
@@ -216,28 +231,18 @@ async def rotating(
     in_flight = c.sent - c.received
     cpu = meter.stop() if meter else {}
     used = sum(1 for client, before in zip(clients, sends0, strict=True) if client.state > before)
-    c.sending = False
-    missing = await drain(c, 10.0)
-    for client in clients:
-        client.on_frame = None
-    closed = sum(1 for client in clients if not client.is_open)
-    rate = (r1 - r0) / (t1 - t0)
-    return {
-        "msgs_per_s": round(rate),
-        "msgs_per_server_cpu_s": per_cpu(rate, cpu),
-        "replies": r1 - r0,
-        "seconds": round(t1 - t0, 3),
-        "in_flight": in_flight,
+    return await window_result(
+        c,
+        clients,
+        (r0, t0, r1, t1),
+        cpu,
+        in_flight=in_flight,
         # Server system calls per reply (workers' calls are not counted for ``--workers``).
-        "reads_per_reply": round((io1[0] - io0[0]) / max(1, r1 - r0), 3),
-        "writes_per_reply": round((io1[1] - io0[1]) / max(1, r1 - r0), 3),
-        "max_per_conn": cap,
-        "connections_used": used,
-        "error_replies": c.errors,
-        "unanswered": missing,
-        "closed_connections": closed,
-        **cpu,
-    }
+        reads_per_reply=round((io1[0] - io0[0]) / max(1, r1 - r0), 3),
+        writes_per_reply=round((io1[1] - io0[1]) / max(1, r1 - r0), 3),
+        max_per_conn=cap,
+        connections_used=used,
+    )
 
 
 def syscall_counts(pid: int | None) -> tuple[int, int]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -152,3 +154,15 @@ def group_key(group: str) -> str:
 def stream_group(stream: str) -> str:
     kind, _, key = stream.partition(":")
     return f"stream.{kind}.{key}"
+
+
+def delivered_with_publish_time(server: ServerProcess, e2e_db: E2EDatabase) -> float:
+    """How many events this server's hub was handed with a publish time: over the bus or by a
+    local publish, never by head tracking's catch-up from the log (those carry none). A test
+    that publishes on another server counts what crossed the broker."""
+    request = urllib.request.Request(f"{server.http_url}/metrics")  # noqa: S310 - loopback test URL
+    request.add_header("Authorization", f"Bearer {mint_token(e2e_db.user_ids['admin'], expires_in=600)}")
+    with urllib.request.urlopen(request, timeout=scaled(10)) as response:  # noqa: S310
+        text = response.read().decode()
+    match = re.search(r"^realtime_publish_to_delivery_seconds_count (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0

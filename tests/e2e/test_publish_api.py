@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import subprocess
 import time
-import urllib.request
 import uuid
 from typing import Any
 
@@ -20,6 +18,7 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
+from tests.e2e.delivery_helpers import delivered_with_publish_time
 from tests.e2e.helpers import PYTHON, REPO, ServerProcess, base_env, call, connect, http_json, mint_token, recv_json
 from tests.e2e.redis_server import RedisServer, free_port
 
@@ -48,17 +47,6 @@ async def _subscriber(server: ServerProcess, e2e_db: E2EDatabase, stream: str, *
     reply = await call(ws, {"event": "stream.subscribe", "id": "s", "data": {"stream": stream, **since}})
     assert reply["event"] == "ack", reply
     return ws
-
-
-def _delivered_via_bus(server: ServerProcess, e2e_db: E2EDatabase) -> float:
-    """How many events this server's hub was handed with a publish time (bus or local publish;
-    head tracking's catch-up carries none)."""
-    request = urllib.request.Request(f"{server.http_url}/metrics")  # noqa: S310 - loopback test URL
-    request.add_header("Authorization", f"Bearer {mint_token(e2e_db.user_ids['admin'], expires_in=600)}")
-    with urllib.request.urlopen(request, timeout=scaled(10)) as response:  # noqa: S310
-        text = response.read().decode()
-    match = re.search(r"^realtime_publish_to_delivery_seconds_count (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 PUBLISH_ONE = """
@@ -98,13 +86,16 @@ async def test_publish_with_redis_reaches_subscribers_of_two_servers_at_once(
     b = server_factory(REDIS_URL=redis.url)
     stream = f"room:bus{uuid.uuid4().hex[:10]}"
     subscribers = [await _subscriber(a, e2e_db, stream), await _subscriber(b, e2e_db, stream)]
-    before = [_delivered_via_bus(a, e2e_db), _delivered_via_bus(b, e2e_db)]
+    before = [delivered_with_publish_time(a, e2e_db), delivered_with_publish_time(b, e2e_db)]
     result = await asyncio.to_thread(_shell, e2e_db, PUBLISH_ONE.format(stream=stream), REDIS_URL=redis.url)
     frames = [await recv_json(ws, timeout=scaled(2)) for ws in subscribers]
     latency = time.time() - result["at"]
     assert all(frame["offset"] == 1 and frame["event"] == "score.changed" for frame in frames), frames
     assert latency < scaled(1.0), latency
-    assert [_delivered_via_bus(a, e2e_db) - before[0], _delivered_via_bus(b, e2e_db) - before[1]] == [1, 1]
+    assert [delivered_with_publish_time(a, e2e_db) - before[0], delivered_with_publish_time(b, e2e_db) - before[1]] == [
+        1,
+        1,
+    ]
 
 
 ATOMIC = """

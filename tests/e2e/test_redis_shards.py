@@ -12,9 +12,7 @@ signals, and ``realtime.publish`` from a process that is not a server, work on e
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -26,8 +24,8 @@ from websockets.asyncio.client import ClientConnection
 from realtime.streams.bus_shards import shard_of_stream
 from tests.conftest import scaled
 from tests.e2e.conftest import E2EDatabase
-from tests.e2e.delivery_helpers import client, collect, publish, subscribe, until
-from tests.e2e.helpers import PYTHON, REPO, ServerProcess, base_env, http_json, mint_token
+from tests.e2e.delivery_helpers import client, collect, delivered_with_publish_time, publish, subscribe, until
+from tests.e2e.helpers import PYTHON, REPO, ServerProcess, base_env, http_json
 from tests.e2e.redis_server import RedisServer, free_port
 from tests.e2e.test_presence import ask, next_push
 from tests.e2e.test_presence import session as presence_session
@@ -58,17 +56,6 @@ def _room_on(shard: int) -> str:
         stream = f"room:s{uuid.uuid4().hex[:12]}"
         if shard_of_stream(stream, 2) == shard:
             return stream
-
-
-def _bus_deliveries(server: ServerProcess, e2e_db: E2EDatabase) -> float:
-    """Events this server's hub was handed with a publish time: over the bus (B publishes
-    nothing itself); what head tracking reads from the log carries none."""
-    request = urllib.request.Request(f"{server.http_url}/metrics")  # noqa: S310 - loopback test URL
-    request.add_header("Authorization", f"Bearer {mint_token(e2e_db.user_ids['admin'], expires_in=600)}")
-    with urllib.request.urlopen(request, timeout=scaled(10)) as response:  # noqa: S310
-        text = response.read().decode()
-    match = re.search(r"^realtime_publish_to_delivery_seconds_count (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 async def _until_event(ws: ClientConnection, event: str, frames: list[dict[str, Any]], others: list[str]) -> None:
@@ -112,11 +99,11 @@ async def test_one_redis_lost_degrades_only_its_own_streams(cluster: Cluster, e2
     assert await publish(pub, dead, [f"during {i}" for i in range(1, 20)]) == list(range(7, 26))
 
     # The other shard's stream stays live on the bus while the first is down.
-    before = _bus_deliveries(b, e2e_db)
+    before = delivered_with_publish_time(b, e2e_db)
     assert await publish(pub, live, [f"during {i}" for i in range(10)]) == list(range(6, 16))
     got["live_b"] += await _collect(live_b, 10, others["live_b"])
-    await until(lambda: _bus_deliveries(b, e2e_db) - before >= 10, 5)
-    assert _bus_deliveries(b, e2e_db) - before == 10
+    await until(lambda: delivered_with_publish_time(b, e2e_db) - before >= 10, 5)
+    assert delivered_with_publish_time(b, e2e_db) - before == 10
 
     brokers[killed].start()  # same port: the servers reconnect by themselves
     for name, ws in (("dead_b", dead_b), ("dead_a", dead_a)):
@@ -176,7 +163,7 @@ async def test_a_publish_from_outside_the_servers_goes_to_the_streams_shard(
     subscribers = [await client(server, e2e_db) for server in (a, b)]
     for ws in subscribers:
         await subscribe(ws, stream)
-    before = [_bus_deliveries(server, e2e_db) for server in (a, b)]
+    before = [delivered_with_publish_time(server, e2e_db) for server in (a, b)]
     done = await asyncio.to_thread(
         subprocess.run,
         [PYTHON, "manage.py", "shell", "-c", PUBLISH_FROM_SHELL.format(stream=stream)],
@@ -191,6 +178,6 @@ async def test_a_publish_from_outside_the_servers_goes_to_the_streams_shard(
     for ws in subscribers:
         [frame] = await collect(ws, 1, 5)
         assert (frame["event"], frame["offset"]) == ("score.changed", 1)
-    await until(lambda: [_bus_deliveries(s, e2e_db) for s in (a, b)] == [before[0] + 1, before[1] + 1], 5)
+    await until(lambda: [delivered_with_publish_time(s, e2e_db) for s in (a, b)] == [before[0] + 1, before[1] + 1], 5)
     for ws in subscribers:
         await ws.close()
