@@ -15,6 +15,8 @@ import textwrap
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import scaled
 from tests.e2e.helpers import PYTHON, REPO, obtain_tokens
 
@@ -53,6 +55,7 @@ def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> subp
     )
 
 
+@pytest.mark.slow  # ~7 s: builds the client wheel and a fresh venv; run with -m slow
 def test_client_wheel_installs_alone_and_connects(server, tmp_path: Path) -> None:
     """Installable client: the built wheel, in a fresh venv without Django, connects and gets an
     echo ack; its `realtime` console script works there too."""

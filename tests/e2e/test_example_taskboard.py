@@ -253,6 +253,7 @@ async def test_taskboard_on_postgres_two_servers_with_redis(
         redis.kill()
 
 
+@pytest.mark.slow  # ~7 s: a cold strict mypy run of the example; run with -m slow
 def test_example_passes_strict_mypy_with_its_own_settings() -> None:
     """The example is typed like the repository: strict mypy with the Django plugin loading the
     example's own settings (its mypy.ini; the repository's run excludes ``examples/``)."""

@@ -23,6 +23,7 @@ import zipfile
 from email.parser import Parser
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 from tests.conftest import scaled
@@ -138,6 +139,7 @@ def install_example(tmp_path: Path) -> tuple[Path, Path, dict[str, str], int]:
     return python, site, env, board
 
 
+@pytest.mark.slow  # ~8 s: builds the wheel and a fresh venv; run with -m slow
 async def test_wheel_installs_into_a_project_that_migrates_checks_and_serves(tmp_path: Path) -> None:
     """Installable: pyproject.toml builds a wheel of ``realtime`` and ``accounts`` (migrations,
     templates, static files) whose dependencies are requirements.txt's ranges; installed in a
