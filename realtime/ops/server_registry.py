@@ -226,10 +226,14 @@ async def heartbeat_forever(server_id: str, open_connections: Callable[[], int])
             last_in, last_out, last_at = messages_in, messages_out, now
             try:
                 registered, reaped = await loop.run_in_executor(executor, _beat_and_reap, server_id, load)
-            except DatabaseError:
+            except DatabaseError as exc:
                 # A database hiccup must not stop the server; others will think it dead if it lasts.
+                # The error's text, not a traceback: an outage is an operational state, not a bug.
                 if not failing:
-                    logger.warning("server heartbeat failed", exc_info=True, extra={"event": "heartbeat_failed"})
+                    logger.warning(
+                        "server heartbeat failed",
+                        extra={"event": "heartbeat_failed", "error": f"{type(exc).__name__}: {exc}".strip()},
+                    )
                 failing = True
                 continue
             if failing:
