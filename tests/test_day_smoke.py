@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
-SMALL_DAY = ["--minutes", "0.1", "--stable", "30", "--rooms", "3", "--scale", "0.002", "--sample", "0.5"]
+SMALL_DAY = ["--minutes", "0.05", "--stable", "30", "--rooms", "3", "--scale", "0.002", "--sample", "0.5"]
 RSS_KEYS = {
     "rss_fresh_kb",
     "rss_stable_open_kb",
