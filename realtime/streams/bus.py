@@ -336,18 +336,18 @@ def _batches(queue: deque[tuple[str, dict[str, Any]]]) -> list[tuple[str, list[d
     """Empty ``queue`` into batches, one per group (more when a group's outgrows the bounds):
     each group's messages keep their order, and a group's batches are listed in order."""
     out: list[tuple[str, list[dict[str, Any]]]] = []
-    open_batches: dict[str, tuple[list[dict[str, Any]], list[int]]] = {}
+    latest: dict[str, list[dict[str, Any]]] = {}  # each group's batch still being filled
+    size: dict[str, int] = {}  # its estimated bytes
     while queue:
         group, message = queue.popleft()
         weight = _weight(message)
-        current = open_batches.get(group)
-        if current is None or len(current[0]) >= MAX_BATCH_MESSAGES or current[1][0] + weight > MAX_BATCH_BYTES:
-            batch = [message]
-            open_batches[group] = (batch, [weight])
+        batch = latest.get(group)
+        if batch is None or len(batch) >= MAX_BATCH_MESSAGES or size[group] + weight > MAX_BATCH_BYTES:
+            batch = latest[group] = []
+            size[group] = 0
             out.append((group, batch))
-        else:
-            current[0].append(message)
-            current[1][0] += weight
+        batch.append(message)
+        size[group] += weight
     return out
 
 
